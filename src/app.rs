@@ -1,0 +1,77 @@
+//! The process-wide context shared by every session: configuration, the HTTP client, the hub,
+//! metrics and the registry of live sessions (for shutdown).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::service::ServiceClient;
+use crate::session::Session;
+
+/// Queued bytes above which a session that does not read its pushes is disconnected.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
+
+pub struct App {
+    pub cfg: Arc<Config>,
+    pub http: ServiceClient,
+    pub hub: Hub,
+    pub metrics: Arc<Metrics>,
+    pub max_queued_bytes: usize,
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    next_session_id: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Notified whenever a session ends.
+    pub session_ended: Notify,
+}
+
+impl App {
+    pub fn new(cfg: Arc<Config>, http: ServiceClient, hub: Hub, metrics: Arc<Metrics>) -> App {
+        App {
+            cfg,
+            http,
+            hub,
+            metrics,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            sessions: Mutex::new(HashMap::new()),
+            next_session_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            session_ended: Notify::new(),
+        }
+    }
+
+    /// From now on, connections that complete their handshake are dropped (R-SHUT-3).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, session: Arc<Session>) {
+        self.sessions.lock().unwrap().insert(session.id, session);
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.sessions.lock().unwrap().remove(&id);
+        self.session_ended.notify_waiters();
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    /// A snapshot of the live sessions.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().unwrap().values().cloned().collect()
+    }
+}

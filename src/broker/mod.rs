@@ -1,0 +1,53 @@
+//! Brokers: where published messages come from.
+//!
+//! The hub talks to brokers only through [`Broker`]: subscribe a channel, unsubscribe it, ping.
+//! Each broker also yields a stream of [`Incoming`] messages, which the server's receive loop
+//! hands to the hub. Delivery semantics (filter fields, order, throttle) live above this trait,
+//! in the hub and the session, so every broker gets them unchanged.
+
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A message as received from a broker: the channel (prefix included) and the raw payload.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub channel: String,
+    pub payload: Vec<u8>,
+}
+
+/// One broker connection.
+pub trait Broker: Send + Sync + 'static {
+    /// A short name for logs: `redis`, `redis_alt`.
+    fn label(&self) -> &str;
+
+    /// Prepended to subscription names to form channel names (R-PUB-1).
+    fn prefix(&self) -> &str;
+
+    /// Subscribes to `channel`. The request is issued before this returns, so requests are
+    /// sent in call order; the future resolves once the broker confirmed it.
+    fn subscribe(&self, channel: &str) -> BoxFuture<Result<(), String>>;
+
+    /// Unsubscribes from `channel`. Issued before this returns (ordered with `subscribe`); never
+    /// waits for the broker, so a frozen broker cannot stall a session's end (R-DEF-5).
+    fn unsubscribe(&self, channel: &str);
+
+    /// Round-trips a ping; used for the liveness check (R-RED-4).
+    fn ping(&self) -> BoxFuture<Result<(), String>>;
+
+    /// `(interval, timeout)` of liveness pings, or `None` when disabled.
+    fn ping_settings(&self) -> Option<(Duration, Duration)>;
+}
+
+/// A connected broker and the stream of its messages. The stream ends when the connection is
+/// lost.
+pub struct Connected {
+    pub broker: std::sync::Arc<dyn Broker>,
+    pub messages: BoxStream<'static, Incoming>,
+}

@@ -1,0 +1,124 @@
+//! Redis PUBSUB broker (R-RED): one connection per configured Redis carries every channel
+//! subscription and the liveness PINGs. The connection is never re-established: when it is lost
+//! the server shuts down (R-RED-5), so clients reconnect to another instance.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+
+use super::{BoxFuture, Broker, Connected, Incoming};
+use crate::config::RedisConfig;
+
+/// How long connecting (and the first PING) may take before startup fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RedisBroker {
+    label: String,
+    prefix: String,
+    sink: PubSubSink,
+    ping: Option<(Duration, Duration)>,
+}
+
+/// Connects, selects the database, and checks that Redis supports PING in subscriber mode
+/// (Redis >= 3.2) (R-RED-1).
+pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String> {
+    let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
+        format!("[{}]", cfg.host)
+    } else {
+        cfg.host.clone()
+    };
+    let url = format!("redis://{}:{}/{}", host, cfg.port.0, cfg.db);
+    let client = redis::Client::open(url.as_str()).map_err(|e| format!("{label}: {e}"))?;
+    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            format!(
+                "{label}: connecting to {}:{} timed out",
+                cfg.host, cfg.port.0
+            )
+        })?
+        .map_err(|e| format!("{label}: {}:{}: {e}", cfg.host, cfg.port.0))?;
+    let (mut sink, stream) = pubsub.split();
+    tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<redis::Value>())
+        .await
+        .map_err(|_| format!("{label}: PING timed out"))?
+        .map_err(|e| {
+            format!("{label}: PING in subscriber mode failed (Redis >= 3.2 required): {e}")
+        })?;
+    let ping = if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
+        None
+    } else {
+        Some((cfg.ping_interval.duration(), cfg.ping_timeout.duration()))
+    };
+    let broker = Arc::new(RedisBroker {
+        label: label.to_owned(),
+        prefix: cfg.channel_prefix.clone(),
+        sink,
+        ping,
+    });
+    let messages = stream
+        .map(|msg| Incoming {
+            channel: msg.get_channel_name().to_owned(),
+            payload: msg.get_payload_bytes().to_vec(),
+        })
+        .boxed();
+    Ok(Connected { broker, messages })
+}
+
+/// Polls a request future once so that the request is queued on the connection now, in call
+/// order, and returns the rest of it. redis-rs enqueues a request on its first poll.
+fn issue_now<F>(fut: F) -> BoxFuture<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut fut = Box::pin(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Box::pin(std::future::ready(out)),
+        Poll::Pending => fut,
+    }
+}
+
+impl Broker for RedisBroker {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn subscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
+        let mut sink = self.sink.clone();
+        let channel = channel.to_owned();
+        issue_now(async move { sink.subscribe(&channel).await.map_err(|e| e.to_string()) })
+    }
+
+    fn unsubscribe(&self, channel: &str) {
+        let mut sink = self.sink.clone();
+        let channel = channel.to_owned();
+        // Queued now; the confirmation is not awaited.
+        drop(issue_now(async move {
+            let _ = sink.unsubscribe(&channel).await;
+        }));
+    }
+
+    fn ping(&self) -> BoxFuture<Result<(), String>> {
+        let mut sink = self.sink.clone();
+        issue_now(async move {
+            sink.ping::<redis::Value>()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn ping_settings(&self) -> Option<(Duration, Duration)> {
+        self.ping
+    }
+}

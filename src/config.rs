@@ -1,0 +1,671 @@
+//! Configuration: the TOML schema, its defaults and its validation.
+//!
+//! Every key of SPEC.md §1 (R-CFG-3/4) is accepted. Unknown keys are rejected with an error that
+//! names the key, so a typo never silently falls back to a default. Durations are seconds,
+//! integer or float. Errors are one line: `config error: <file>: <key>: <what is wrong>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use url::Url;
+
+/// A configuration error: one human-readable line naming the offending key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A duration in seconds: an integer or a float, finite and not negative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Secs(pub f64);
+
+impl Secs {
+    pub fn duration(self) -> Duration {
+        // Values are validated finite and >= 0 at load time; cap absurd ones at ~31 years.
+        Duration::try_from_secs_f64(self.0.min(1e9)).unwrap_or(Duration::ZERO)
+    }
+    pub fn is_zero(self) -> bool {
+        self.0 == 0.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of seconds (integer or float, >= 0)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(Secs(v))
+                } else {
+                    Err(E::custom(format!(
+                        "expected a number of seconds >= 0, got {v}"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A TCP port: an integer, or (as the reference's default `"9000"`) a string of digits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Port;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number (0-65535)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Port, E> {
+                u16::try_from(v)
+                    .map(Port)
+                    .map_err(|_| E::custom(format!("expected a port number (0-65535), got {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Port, E> {
+                self.visit_i64(v.min(i64::MAX as u64) as i64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
+                v.trim()
+                    .parse::<u16>()
+                    .map(Port)
+                    .map_err(|_| E::custom(format!("expected a port number (0-65535), got {v:?}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A callback URL. Credentials in the URL (`user:password@`) are taken out of the request target
+/// and sent as HTTP Basic authentication (R-HTTP-2); `display` is the URL with the password
+/// scrubbed, the only form that may appear in logs (R-LOG-6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackUrl {
+    pub url: Url,
+    pub basic_auth: Option<(String, Option<String>)>,
+    pub display: String,
+}
+
+impl CallbackUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut url = Url::parse(raw)
+            .map_err(|e| format!("invalid URL {:?}: {e}", crate::logging::scrub_url(raw)))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!(
+                "invalid URL {:?}: the scheme must be http or https",
+                crate::logging::scrub_url(raw)
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "invalid URL {:?}: no host",
+                crate::logging::scrub_url(raw)
+            ));
+        }
+        let user = percent_decode(url.username());
+        let pass = url.password().map(percent_decode);
+        let basic_auth = if user.is_empty() && pass.is_none() {
+            None
+        } else {
+            Some((user, pass))
+        };
+        let display = crate::logging::scrub_url(raw);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok(CallbackUrl {
+            url,
+            basic_auth,
+            display,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<'de> Deserialize<'de> for CallbackUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CallbackUrl::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LogLevel::parse(&s).ok_or_else(|| {
+            de::Error::custom(format!(
+                "unknown log level {s:?} (expected TRACE, DEBUG, INFO, WARN or ERROR)"
+            ))
+        })
+    }
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_uppercase().as_str() {
+            "ERROR" | "CRITICAL" => LogLevel::Error,
+            "WARN" | "WARNING" => LogLevel::Warn,
+            "INFO" => LogLevel::Info,
+            "DEBUG" => LogLevel::Debug,
+            "TRACE" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines when stderr is not a terminal, readable text when it is.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PingConfig {
+    pub interval: Secs,
+    pub timeout: Secs,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            interval: Secs(15.0),
+            timeout: Secs(15.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    pub host: String,
+    pub port: Port,
+    pub ping: PingConfig,
+    pub ssl: Option<SslConfig>,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            host: "127.0.0.1".into(),
+            port: Port(9000),
+            ping: PingConfig::default(),
+            ssl: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub logger_name: String,
+    pub trace_logger_prefix: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: LogLevel::Info,
+            format: LogFormat::Auto,
+            logger_name: "socketshark".into(),
+            trace_logger_prefix: "trace".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    #[serde(default)]
+    pub host: String,
+    pub port: Port,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMetricsConfig {}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub prometheus: Option<PrometheusConfig>,
+    pub log: Option<LogMetricsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub ssl_cafile: Option<PathBuf>,
+    pub timeout: Secs,
+    pub tries: u32,
+    pub wait: Secs,
+    pub rate_limit_reset_header_names: Vec<String>,
+    /// Deprecated single name, used only when the list is empty (R-HTTP-7).
+    pub rate_limit_reset_header_name: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            ssl_cafile: None,
+            timeout: Secs(15.0),
+            tries: 3,
+            wait: Secs(3.0),
+            rate_limit_reset_header_names: Vec::new(),
+            rate_limit_reset_header_name: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The headers consulted on a 429 answer, in order (R-HTTP-7).
+    pub fn reset_header_names(&self) -> Vec<String> {
+        if !self.rate_limit_reset_header_names.is_empty() {
+            self.rate_limit_reset_header_names.clone()
+        } else {
+            vec![
+                self.rate_limit_reset_header_name
+                    .clone()
+                    .unwrap_or_else(|| "X-Rate-Limit-Reset".into()),
+            ]
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: Port,
+    pub channel_prefix: String,
+    pub ping_interval: Secs,
+    pub ping_timeout: Secs,
+    pub db: i64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            host: "localhost".into(),
+            port: Port(6379),
+            channel_prefix: String::new(),
+            ping_interval: Secs(10.0),
+            ping_timeout: Secs(5.0),
+            db: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketConfig {
+    pub validation_url: CallbackUrl,
+    pub auth_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticationConfig {
+    pub ticket: Option<TicketConfig>,
+}
+
+/// One `[services.NAME]` table (R-CFG-3, service keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    #[serde(skip)]
+    pub name: String,
+    pub require_authentication: bool,
+    pub authorizer: Option<CallbackUrl>,
+    pub authorizer_fields: Vec<String>,
+    pub authorization_renewal_period: Option<Secs>,
+    pub authorization_renewal_jitter: Secs,
+    pub extra_fields: Vec<String>,
+    pub filter_fields: Vec<String>,
+    pub before_subscribe: Option<CallbackUrl>,
+    pub on_subscribe: Option<CallbackUrl>,
+    pub on_message: Option<CallbackUrl>,
+    pub before_unsubscribe: Option<CallbackUrl>,
+    pub on_unsubscribe: Option<CallbackUrl>,
+    pub on_authorization_change: Option<CallbackUrl>,
+    pub on_heartbeat: Option<CallbackUrl>,
+    pub heartbeat_period: Option<Secs>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            name: String::new(),
+            require_authentication: true,
+            authorizer: None,
+            authorizer_fields: Vec::new(),
+            authorization_renewal_period: None,
+            authorization_renewal_jitter: Secs(0.0),
+            extra_fields: Vec::new(),
+            filter_fields: Vec::new(),
+            before_subscribe: None,
+            on_subscribe: None,
+            on_message: None,
+            before_unsubscribe: None,
+            on_unsubscribe: None,
+            on_authorization_change: None,
+            on_heartbeat: None,
+            heartbeat_period: None,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Heartbeats run only if both the period and the URL are set (R-HB-1).
+    pub fn heartbeat(&self) -> Option<(Duration, &CallbackUrl)> {
+        match (self.heartbeat_period, &self.on_heartbeat) {
+            (Some(p), Some(url)) => Some((p.duration(), url)),
+            _ => None,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub ws: WsConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub http: HttpConfig,
+    pub redis: RedisConfig,
+    pub redis_alt: Option<RedisConfig>,
+    pub authentication: AuthenticationConfig,
+    #[serde(deserialize_with = "de_services")]
+    pub services: BTreeMap<String, Arc<ServiceConfig>>,
+}
+
+fn de_services<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Arc<ServiceConfig>>, D::Error> {
+    let raw = BTreeMap::<String, ServiceConfig>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(name, mut svc)| {
+            svc.name = name.clone();
+            (name, Arc::new(svc))
+        })
+        .collect())
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "config error: {}: cannot read the file: {e}",
+                path.display()
+            ))
+        })?;
+        Config::parse(&text)
+            .map_err(|e| ConfigError(format!("config error: {}: {e}", path.display())))
+    }
+
+    /// Parses and validates configuration text. The error names the key at fault.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let de = toml::Deserializer::parse(text).map_err(|e| one_line(&e.to_string()))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = one_line(&e.inner().to_string());
+            if path.is_empty() || path == "." {
+                msg
+            } else {
+                format!("{path}: {msg}")
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(ssl) = &self.ws.ssl {
+            match (&ssl.cert, &ssl.key) {
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err("ws.ssl.key: missing (required with ws.ssl.cert)".into());
+                }
+                (None, Some(_)) => {
+                    return Err("ws.ssl.cert: missing (required with ws.ssl.key)".into());
+                }
+                (Some(_), Some(_)) => {}
+            }
+        }
+        for (name, svc) in &self.services {
+            if let Some(p) = svc.authorization_renewal_period {
+                if p.0 <= 0.0 {
+                    return Err(format!(
+                        "services.{name}.authorization_renewal_period: must be > 0 seconds"
+                    ));
+                }
+            }
+            if let Some(p) = svc.heartbeat_period {
+                if p.0 <= 0.0 {
+                    return Err(format!(
+                        "services.{name}.heartbeat_period: must be > 0 seconds"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[ws.ssl]` present with a certificate and key: serve `wss://` only (R-WS-9).
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let ssl = self.ws.ssl.as_ref()?;
+        Some((ssl.cert.as_deref()?, ssl.key.as_deref()?))
+    }
+
+    /// The configured Redis connections: `[redis]` and, if present, `[redis_alt]`.
+    pub fn redis_connections(&self) -> Vec<&RedisConfig> {
+        let mut v = vec![&self.redis];
+        if let Some(alt) = &self.redis_alt {
+            v.push(alt);
+        }
+        v
+    }
+}
+
+/// TOML errors span several lines (a snippet of the file); keep the first meaningful one and the
+/// position, so the error stays one line.
+fn one_line(msg: &str) -> String {
+    let mut parts: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect();
+    parts.dedup();
+    let mut out = parts.join(" ");
+    // `TOML parse error at line 3, column 1 | 3 | foo ^ unexpected` → keep it compact.
+    out = out.replace("  ", " ");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.ws.host, "127.0.0.1");
+        assert_eq!(c.ws.port, Port(9000));
+        assert_eq!(c.ws.ping.interval, Secs(15.0));
+        assert_eq!(c.ws.ping.timeout, Secs(15.0));
+        assert!(c.ws.ssl.is_none());
+        assert_eq!(c.log.level, LogLevel::Info);
+        assert!(c.metrics.prometheus.is_none() && c.metrics.log.is_none());
+        assert_eq!(c.http.timeout, Secs(15.0));
+        assert_eq!(c.http.tries, 3);
+        assert_eq!(c.http.wait, Secs(3.0));
+        assert_eq!(
+            c.http.reset_header_names(),
+            vec!["X-Rate-Limit-Reset".to_string()]
+        );
+        assert_eq!(c.redis.host, "localhost");
+        assert_eq!(c.redis.port, Port(6379));
+        assert_eq!(c.redis.channel_prefix, "");
+        assert_eq!(c.redis.ping_interval, Secs(10.0));
+        assert_eq!(c.redis.ping_timeout, Secs(5.0));
+        assert!(c.redis_alt.is_none());
+        assert!(c.authentication.ticket.is_none());
+        assert!(c.services.is_empty());
+    }
+
+    #[test]
+    fn service_defaults() {
+        let c = Config::parse("[services.empty]\n").unwrap();
+        let s = &c.services["empty"];
+        assert_eq!(s.name, "empty");
+        assert!(s.require_authentication);
+        assert!(s.authorizer.is_none());
+        assert_eq!(s.authorization_renewal_jitter, Secs(0.0));
+        assert!(s.heartbeat().is_none());
+    }
+
+    #[test]
+    fn floats_and_strings_where_the_reference_allows_them() {
+        let c = Config::parse(
+            "[ws]\nport = \"9001\"\n[ws.ping]\ninterval = 0.2\ntimeout = 1\n[http]\nwait = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.ws.port, Port(9001));
+        assert_eq!(c.ws.ping.interval, Secs(0.2));
+        assert_eq!(c.http.wait, Secs(0.5));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[ws]\nportt = 1\n").unwrap_err();
+        assert!(e.starts_with("ws:") || e.contains("portt"), "{e}");
+        assert!(e.contains("portt"), "{e}");
+        let e = Config::parse("[http]\ntimeout = \"x\"\n").unwrap_err();
+        assert!(e.starts_with("http.timeout:"), "{e}");
+        let e = Config::parse("[http]\ntimeout = -1\n").unwrap_err();
+        assert!(e.starts_with("http.timeout:"), "{e}");
+        let e = Config::parse("[services.a]\nauthorizer = \"not a url\"\n").unwrap_err();
+        assert!(e.starts_with("services.a.authorizer:"), "{e}");
+        let e = Config::parse("[services.a]\nauthorizer = \"ftp://x/\"\n").unwrap_err();
+        assert!(e.contains("http or https"), "{e}");
+        let e = Config::parse("[metrics.statsd]\n").unwrap_err();
+        assert!(e.contains("statsd"), "{e}");
+        let e = Config::parse("[metrics.prometheus]\nhost = \"\"\n").unwrap_err();
+        assert!(e.contains("port"), "{e}");
+        let e = Config::parse("[ws\n").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        let e =
+            Config::parse("[authentication.ticket]\nvalidation_url = \"http://x/\"\n").unwrap_err();
+        assert!(e.contains("auth_fields"), "{e}");
+        let e = Config::parse("[services.a]\nauthorization_renewal_period = 0\n").unwrap_err();
+        assert!(
+            e.starts_with("services.a.authorization_renewal_period"),
+            "{e}"
+        );
+        let e = Config::parse("[ws.ssl]\ncert = \"a.pem\"\n").unwrap_err();
+        assert!(e.starts_with("ws.ssl.key"), "{e}");
+    }
+
+    #[test]
+    fn callback_url_credentials() {
+        let u = CallbackUrl::parse("http://user:s%40cret@host:8080/p?q=1#f").unwrap();
+        assert_eq!(u.url.as_str(), "http://host:8080/p?q=1#f");
+        assert_eq!(
+            u.basic_auth,
+            Some(("user".to_string(), Some("s@cret".to_string())))
+        );
+        assert_eq!(u.display, "http://*****:*****@host:8080/p?q=1#f");
+        let u = CallbackUrl::parse("http://host/p").unwrap();
+        assert!(u.basic_auth.is_none());
+    }
+
+    #[test]
+    fn deprecated_header_name() {
+        let c = Config::parse("[http]\nrate_limit_reset_header_name = \"Retry-After\"\n").unwrap();
+        assert_eq!(c.http.reset_header_names(), vec!["Retry-After".to_string()]);
+        let c = Config::parse(
+            "[http]\nrate_limit_reset_header_name = \"Retry-After\"\nrate_limit_reset_header_names = [\"A\", \"B\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.reset_header_names(),
+            vec!["A".to_string(), "B".to_string()]
+        );
+    }
+
+    #[test]
+    fn redis_alt_defaults_like_redis() {
+        let c = Config::parse("[redis_alt]\nchannel_prefix = \"alt:\"\n").unwrap();
+        let alt = c.redis_alt.unwrap();
+        assert_eq!(alt.port, Port(6379));
+        assert_eq!(alt.channel_prefix, "alt:");
+    }
+}

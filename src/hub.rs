@@ -1,0 +1,206 @@
+//! The hub: which local sessions hold or are acquiring each subscription name, the broker
+//! channel subscriptions that follow from it, and the fan-out of published messages.
+//!
+//! - One broker subscription per channel per broker, however many sessions use it (R-PUB-2):
+//!   SUBSCRIBE when the first session acquires the name, UNSUBSCRIBE when the last lets go.
+//!   Both are issued while the hub lock is held, so they reach the broker in decision order.
+//! - Fan-out decodes a message once, then hands it to each member session; frames are built
+//!   once per distinct set of extra fields and shared ([`Fanout`]).
+//! - The lock is a plain mutex held for map lookups only, never across an `.await`; the member
+//!   list is copy-on-write (`Arc<[..]>`) so a fan-out iterates it without holding the lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use crate::broker::Broker;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::publish::{self, ExtraFields, Meta, Published, Rejected};
+
+/// A receiver of published messages: a session.
+pub trait Member: Send + Sync {
+    fn id(&self) -> u64;
+    /// Handles a message routed to it through `channel` (the subscription name the session
+    /// holds or is acquiring, without prefix).
+    fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout);
+}
+
+type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
+
+struct Channel {
+    members: Arc<[Arc<dyn Member>]>,
+    /// Resolves when the channel is subscribed on every broker.
+    ready: Ready,
+}
+
+pub struct Hub {
+    channels: Mutex<HashMap<String, Channel>>,
+    brokers: Vec<Arc<dyn Broker>>,
+}
+
+impl Hub {
+    pub fn new(brokers: Vec<Arc<dyn Broker>>) -> Hub {
+        Hub {
+            channels: Mutex::new(HashMap::new()),
+            brokers,
+        }
+    }
+
+    pub fn brokers(&self) -> &[Arc<dyn Broker>] {
+        &self.brokers
+    }
+
+    /// Adds `member` to the name's channel and ensures the channel is subscribed on every
+    /// broker (R-SUB-6). Resolves when the subscriptions are confirmed.
+    pub fn acquire(&self, name: &str, member: Arc<dyn Member>) -> Ready {
+        let mut channels = self.channels.lock().unwrap();
+        if let Some(ch) = channels.get_mut(name) {
+            let mut members: Vec<_> = ch.members.iter().cloned().collect();
+            members.push(member);
+            ch.members = members.into();
+            return ch.ready.clone();
+        }
+        let futures: Vec<_> = self
+            .brokers
+            .iter()
+            .map(|b| b.subscribe(&format!("{}{}", b.prefix(), name)))
+            .collect();
+        let ready = async move {
+            for f in futures {
+                f.await?;
+            }
+            Ok(())
+        }
+        .boxed()
+        .shared();
+        channels.insert(
+            name.to_owned(),
+            Channel {
+                members: Arc::from(vec![member]),
+                ready: ready.clone(),
+            },
+        );
+        ready
+    }
+
+    /// Removes the member from the name's channel; the last one out unsubscribes the channel on
+    /// every broker (R-PUB-2, R-UNS-4, R-END-3, R-DEF-1).
+    pub fn release(&self, name: &str, member_id: u64) {
+        let mut channels = self.channels.lock().unwrap();
+        let Some(ch) = channels.get_mut(name) else {
+            return;
+        };
+        let members: Vec<_> = ch
+            .members
+            .iter()
+            .filter(|m| m.id() != member_id)
+            .cloned()
+            .collect();
+        if !members.is_empty() {
+            ch.members = members.into();
+            return;
+        }
+        channels.remove(name);
+        for b in &self.brokers {
+            b.unsubscribe(&format!("{}{}", b.prefix(), name));
+        }
+    }
+
+    /// Number of channels held (for tests and metrics).
+    pub fn channel_count(&self) -> usize {
+        self.channels.lock().unwrap().len()
+    }
+
+    fn members(&self, name: &str) -> Option<Arc<[Arc<dyn Member>]>> {
+        self.channels
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|c| c.members.clone())
+    }
+
+    /// Routes one message received from broker `broker_index` (R-PUB-4).
+    pub fn dispatch(&self, broker_index: usize, channel: &str, payload: &[u8], queue_size: usize) {
+        let received_at = publish::now();
+        let Some(broker) = self.brokers.get(broker_index) else {
+            return;
+        };
+        let Some(name) = channel.strip_prefix(broker.prefix()) else {
+            return;
+        };
+        let Some(members) = self.members(name) else {
+            return;
+        };
+        let msg = match Published::decode(payload) {
+            Ok(m) => Arc::new(m),
+            Err(Rejected::NotJson) => {
+                tracing::error!(
+                    channel,
+                    payload = %String::from_utf8_lossy(payload),
+                    "JSONDecodeError"
+                );
+                return;
+            }
+            Err(Rejected::InvalidEvent(v)) => {
+                tracing::warn!(data = %v, "invalid service event");
+                return;
+            }
+            Err(Rejected::Dropped(why)) => {
+                tracing::warn!(
+                    channel,
+                    reason = why,
+                    payload = %String::from_utf8_lossy(payload),
+                    "invalid service event"
+                );
+                return;
+            }
+        };
+        tracing::trace!(data = %String::from_utf8_lossy(payload), "service event");
+        let mut fanout = Fanout::new(received_at, queue_size);
+        for m in members.iter() {
+            m.deliver(name, &msg, &mut fanout);
+        }
+    }
+}
+
+/// Frames of one message, built once per distinct set of extra fields and shared by every
+/// session that gets the same bytes. (A frame's subscription name is always the message's own
+/// `subscription`, so the extra-fields fragment alone identifies the frame.)
+pub struct Fanout {
+    received_at: String,
+    queue_size: usize,
+    /// When the first frame was built (R-PUB-9 `sent_at`).
+    sent_at: Option<String>,
+    frames: HashMap<String, Utf8Bytes>,
+}
+
+impl Fanout {
+    pub fn new(received_at: String, queue_size: usize) -> Fanout {
+        Fanout {
+            received_at,
+            queue_size,
+            sent_at: None,
+            frames: HashMap::new(),
+        }
+    }
+
+    /// The live frame of `msg` for a subscription with these extra fields.
+    pub fn frame(&mut self, msg: &Published, extra: &ExtraFields) -> Utf8Bytes {
+        if let Some(f) = extra.fragment().and_then(|frag| self.frames.get(frag)) {
+            return f.clone();
+        }
+        let sent_at = self.sent_at.get_or_insert_with(publish::now);
+        let meta = Meta {
+            live: Some((&self.received_at, self.queue_size)),
+            sent_at,
+            with_published_at: true,
+        };
+        let f = Utf8Bytes::from(publish::frame(&msg.subscription, msg, extra, meta));
+        if let Some(frag) = extra.fragment() {
+            self.frames.insert(frag.to_owned(), f.clone());
+        }
+        f
+    }
+}

@@ -1,0 +1,35 @@
+//! socketshark: a WebSocket message router, wire-compatible with SocketShark 0.5.
+//!
+//! Module map (see ARCHITECTURE.md for the flow of a subscribe, a client message and a
+//! published message through them):
+//! - [`config`]: the TOML schema, defaults and validation.
+//! - [`pyjson`]: JSON with Python semantics (truthiness, equality, `float()`, decoding).
+//! - [`isotime`]: `published_at` normalisation and the timestamps of frames and logs.
+//! - [`protocol`]: client commands and replies: pure, no IO.
+//! - [`publish`]: published messages: decoding and client frames.
+//! - [`delivery`]: the per-subscription order filter and throttle: pure logic.
+//! - [`service`]: HTTP callbacks to services (timeouts, retries, 429).
+//! - [`broker`]: the broker trait and its Redis PUBSUB implementation.
+//! - [`hub`]: channel -> local sessions; fan-out of published messages.
+//! - [`session`]: one connection's state and command processing.
+//! - [`app`]: the process-wide context shared by sessions.
+//! - [`tls`]: the `wss://` listener's certificate.
+//! - [`server`]: accept, WebSocket handshake, per-connection IO, pings, TLS, shutdown.
+//! - [`metrics`]: Prometheus and log metrics.
+//! - [`logging`]: JSON/text log lines, URL scrubbing.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod delivery;
+pub mod hub;
+pub mod isotime;
+pub mod logging;
+pub mod metrics;
+pub mod protocol;
+pub mod publish;
+pub mod pyjson;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod tls;

@@ -1,0 +1,53 @@
+//! The `socketshark` binary: command line, configuration, logging, runtime.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use socketshark::config::Config;
+
+/// A WebSocket message router: browsers subscribe over WebSocket, services answer HTTP
+/// callbacks and publish through Redis. Wire-compatible with SocketShark 0.5.
+#[derive(Parser, Debug)]
+#[command(name = "socketshark", version, about)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE.toml")]
+    config: PathBuf,
+
+    /// Validate the configuration and exit (0 = valid, 2 = invalid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}: configuration is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    socketshark::logging::init(&cfg.log);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 << 20)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(socketshark::server::run(cfg));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,1189 @@
+//! Metrics: the Prometheus families of the reference (R-MET-2..7), the log provider (R-MET-8)
+//! and the HTTP endpoint that exposes them.
+//!
+//! Values live in `prometheus` crate types (atomics, cheap to update from any task). The text
+//! exposition is produced by our own encoder over [`Registry::gather`], because it must match
+//! the reference (Python `prometheus_client`) byte for byte: samples are floats (`1.0`, not
+//! `1`), families come in registration order (not sorted by name), labelled series come in the
+//! order they were first used (not sorted by label values), and a labelled family without any
+//! series still prints its `# HELP` / `# TYPE` lines.
+//!
+//! The four reference families come first, exactly as the reference prints them:
+//!
+//! ```text
+//! # HELP socketshark_service_state Service status
+//! # TYPE socketshark_service_state gauge
+//! socketshark_service_state 1.0
+//! # HELP socketshark_connection_count Active connections
+//! # TYPE socketshark_connection_count gauge
+//! socketshark_connection_count 1.0
+//! # HELP socketshark_connection_total Connection total
+//! # TYPE socketshark_connection_total counter
+//! socketshark_connection_total 2.0
+//! # HELP socketshark_event_success_counter Event success counter
+//! # TYPE socketshark_event_success_counter gauge
+//! socketshark_event_success_counter{event="subscribe",status="success"} 1.0
+//! ```
+//!
+//! They are followed by a few extras that the reference does not have (build info, delivered /
+//! dropped published messages, callback latency). The informative `*_created` series and the
+//! Python runtime metrics of the reference are not reproduced.
+//!
+//! Adding a metric: create it through the `Builder` in [`Metrics::new`] (this fixes its place
+//! in the output), keep the handle in [`Metrics`] and add a method that updates it. Labelled
+//! families go through `Labelled`, which keeps their series in first-use order.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use prometheus::core::Collector;
+use prometheus::proto::{LabelPair, Metric, MetricFamily};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// Content type of the Prometheus text exposition format 0.0.4 (as sent by the reference).
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics text format, served when the `Accept` header asks for it.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The page served at `/` (the reference's exact page).
+pub const ROOT_PAGE: &str = "<html><body><a href=\"/metrics\">Metrics</a></body></html>";
+
+/// Target of the log provider's lines (R-MET-8).
+const LOG_TARGET: &str = "socketshark::metrics";
+
+/// Buckets of the callback duration histogram (the Python client's defaults, in seconds).
+const CALLBACK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// All metrics of the process. `Send + Sync`; every update is a few atomic operations (plus a
+/// read lock and a short linear scan for labelled families).
+pub struct Metrics {
+    log_provider: bool,
+    registry: Registry,
+    families: Vec<FamilyDef>,
+    service_state: IntGauge,
+    connection_count: IntGauge,
+    connection_total: IntCounter,
+    event_success: Arc<Labelled<Gauge>>,
+    messages_delivered: IntCounter,
+    messages_dropped: Arc<Labelled<IntCounter>>,
+    callback_duration: Arc<Labelled<Histogram>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("log_provider", &self.log_provider)
+            .field("ready", &self.is_ready())
+            .field("active_connections", &self.active_connections())
+            .field("total_connections", &self.total_connections())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics with every value at 0 (service state 0, R-CFG-6).
+    /// `log_provider`: `[metrics.log]` is configured (R-MET-8). The Prometheus values are kept
+    /// either way; the caller starts [`serve`] only when `[metrics.prometheus]` is configured.
+    pub fn new(log_provider: bool) -> Metrics {
+        let mut b = Builder::default();
+        // The four reference families, in the reference's order (R-MET-3..6).
+        let service_state = b.int_gauge("socketshark_service_state", "Service status");
+        let connection_count = b.int_gauge("socketshark_connection_count", "Active connections");
+        let connection_total = b.int_counter("socketshark_connection_total", "Connection total");
+        let event_success = b.gauge_vec(
+            "socketshark_event_success_counter",
+            "Event success counter",
+            &["event", "status"],
+        );
+        // Extras (not in the reference).
+        let build_info = b.int_gauge_vec(
+            "socketshark_build_info",
+            "Build information of this socketshark",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let messages_delivered = b.int_counter(
+            "socketshark_messages_delivered_total",
+            "Published messages delivered to client sessions",
+        );
+        let messages_dropped = b.int_counter_vec(
+            "socketshark_messages_dropped_total",
+            "Published messages not delivered to a subscribed session, by reason",
+            &["reason"],
+        );
+        let callback_duration = b.histogram_vec(
+            "socketshark_callback_duration_seconds",
+            "Duration of service callback HTTP attempts in seconds",
+            &["callback"],
+            CALLBACK_BUCKETS,
+        );
+        Metrics {
+            log_provider,
+            registry: b.registry,
+            families: b.defs,
+            service_state,
+            connection_count,
+            connection_total,
+            event_success,
+            messages_delivered,
+            messages_dropped,
+            callback_duration,
+        }
+    }
+
+    /// Whether the log provider (`[metrics.log]`) is enabled.
+    pub fn log_provider(&self) -> bool {
+        self.log_provider
+    }
+
+    /// Service state 1 (ready) or 0 (R-MET-3).
+    pub fn set_ready(&self, ready: bool) {
+        self.service_state.set(i64::from(ready));
+        if self.log_provider {
+            tracing::debug!(target: LOG_TARGET, ready, "metrics");
+        }
+    }
+
+    /// A session started: active +1, total +1 (R-MET-4, R-MET-5).
+    pub fn connection_opened(&self) {
+        self.connection_count.inc();
+        self.connection_total.inc();
+        self.log_connections();
+    }
+
+    /// A session ended (at the end of R-END-2): active −1 (R-MET-4).
+    pub fn connection_closed(&self) {
+        self.connection_count.dec();
+        self.log_connections();
+    }
+
+    fn log_connections(&self) {
+        if self.log_provider {
+            tracing::debug!(
+                target: LOG_TARGET,
+                active_connections = self.active_connections(),
+                total_connections = self.total_connections(),
+                "metrics"
+            );
+        }
+    }
+
+    /// A counted client command finished (R-MET-6): `event` is the event label (`auth`,
+    /// `subscribe`, `message`, `unsubscribe`, `ping`, `unknown` or `invalid`), `success` is
+    /// false when it produced an error reply or was invalid/unknown.
+    pub fn event(&self, event: &str, success: bool) {
+        let status = if success { "success" } else { "error" };
+        self.event_success.with(&[event, status], |g| g.inc());
+        if self.log_provider {
+            tracing::debug!(target: LOG_TARGET, evt = event, success, "metrics");
+        }
+    }
+
+    /// Extra: a published message was sent to a session.
+    pub fn message_delivered(&self) {
+        self.messages_delivered.inc();
+    }
+
+    /// Extra: a published message was not sent to a subscribed session. `reason` is a short
+    /// fixed word, e.g. `fields`, `order`, `throttle` (R-LOG-4 `message filtered` reasons) or
+    /// `closed`. Keep the set of reasons small: every value is a series.
+    pub fn message_dropped(&self, reason: &str) {
+        self.messages_dropped.with(&[reason], |c| c.inc());
+    }
+
+    /// Extra: one callback HTTP attempt took `seconds`. `callback` is a short fixed name such
+    /// as `ticket`, `authorizer`, `before_subscribe`, `on_message`, … (not a URL).
+    pub fn callback_duration(&self, callback: &str, seconds: f64) {
+        self.callback_duration
+            .with(&[callback], |h| h.observe(seconds));
+    }
+
+    /// Current service state (true = 1).
+    pub fn is_ready(&self) -> bool {
+        self.service_state.get() == 1
+    }
+
+    /// Current number of active connections.
+    pub fn active_connections(&self) -> i64 {
+        self.connection_count.get()
+    }
+
+    /// Number of connections since start.
+    pub fn total_connections(&self) -> u64 {
+        self.connection_total.get()
+    }
+
+    /// The Prometheus text exposition format 0.0.4, as the reference prints it.
+    pub fn render(&self) -> String {
+        encode(&self.families, &self.registry.gather(), Format::Text)
+    }
+
+    /// The OpenMetrics text format (served when the client's `Accept` header asks for
+    /// `application/openmetrics-text`, like the reference): counter families are named without
+    /// `_total`, the help text also escapes `"`, and the output ends with `# EOF`.
+    pub fn render_openmetrics(&self) -> String {
+        encode(&self.families, &self.registry.gather(), Format::OpenMetrics)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP endpoint
+
+/// The metrics HTTP application: `GET /metrics`, `GET /` (a page linking to `/metrics`),
+/// `GET /healthz` (`ok`), `GET /readyz` (`ready` / 503 `not ready` from the service state);
+/// anything else is 404.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/", get(root_page))
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(metrics)
+}
+
+/// Serves [`router`] on an already-bound listener until the task is dropped (R-MET-2).
+pub async fn serve(metrics: Arc<Metrics>, listener: tokio::net::TcpListener) {
+    if let Err(e) = axum::serve(listener, router(metrics)).await {
+        tracing::error!(target: LOG_TARGET, error = %e, "metrics server failed");
+    }
+}
+
+async fn root_page() -> Html<&'static str> {
+    Html(ROOT_PAGE)
+}
+
+async fn metrics_page(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    if wants_openmetrics(&accept) {
+        (
+            [(header::CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
+            metrics.render_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, CONTENT_TYPE_TEXT)],
+            metrics.render(),
+        )
+            .into_response()
+    }
+}
+
+/// The reference's negotiation: OpenMetrics when any media range of `Accept` is exactly
+/// `application/openmetrics-text` (parameters ignored), else the 0.0.4 text format.
+fn wants_openmetrics(accept: &str) -> bool {
+    accept
+        .split(',')
+        .any(|range| range.split(';').next().unwrap_or("").trim() == "application/openmetrics-text")
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if metrics.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "404: Not Found")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Families and registration
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One family as we print it: its place in `Metrics::families` is its place in the output.
+struct FamilyDef {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    /// First-use order of the series of a labelled family.
+    order: Option<Arc<dyn SeriesOrder>>,
+}
+
+/// Where a series (given by its label pairs) sits in its family's first-use order.
+trait SeriesOrder: Send + Sync {
+    fn position(&self, labels: &[LabelPair]) -> Option<usize>;
+}
+
+type MakeChild<M> = Box<dyn Fn(&[&str]) -> M + Send + Sync>;
+
+/// A labelled family: the children of a prometheus `*Vec`, cached in first-use order (which
+/// is the order the reference prints them in). Meant for small, fixed sets of label values.
+struct Labelled<M> {
+    label_names: &'static [&'static str],
+    make: MakeChild<M>,
+    children: RwLock<Vec<(Box<[String]>, M)>>,
+}
+
+impl<M> Labelled<M> {
+    fn new(label_names: &'static [&'static str], make: MakeChild<M>) -> Labelled<M> {
+        Labelled {
+            label_names,
+            make,
+            children: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on the series with these label values (in `label_names` order), creating it
+    /// on first use.
+    fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
+        debug_assert_eq!(values.len(), self.label_names.len());
+        let same = |v: &[String]| v.iter().map(String::as_str).eq(values.iter().copied());
+        {
+            let children = self.children.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, m)) = children.iter().find(|(v, _)| same(v)) {
+                return f(m);
+            }
+        }
+        let mut children = self
+            .children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = children.iter().position(|(v, _)| same(v)) {
+            return f(&children[i].1);
+        }
+        let child = (self.make)(values);
+        let r = f(&child);
+        children.push((values.iter().map(|s| s.to_string()).collect(), child));
+        r
+    }
+}
+
+impl<M: Send + Sync> SeriesOrder for Labelled<M> {
+    fn position(&self, labels: &[LabelPair]) -> Option<usize> {
+        let value_of = |name: &str| {
+            labels
+                .iter()
+                .find(|lp| lp.name() == name)
+                .map(|lp| lp.value())
+        };
+        let children = self.children.read().unwrap_or_else(PoisonError::into_inner);
+        children.iter().position(|(values, _)| {
+            self.label_names
+                .iter()
+                .zip(values.iter())
+                .all(|(name, v)| value_of(name) == Some(v.as_str()))
+        })
+    }
+}
+
+/// Registers families in output order. Names and help texts are constants: a registration
+/// error is a programming error (covered by the tests).
+#[derive(Default)]
+struct Builder {
+    registry: Registry,
+    defs: Vec<FamilyDef>,
+}
+
+impl Builder {
+    fn register<C: Collector + Clone + 'static>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        collector: &C,
+        order: Option<Arc<dyn SeriesOrder>>,
+    ) {
+        // The encoder relies on this (OpenMetrics family name = name without `_total`).
+        assert!(
+            kind != Kind::Counter || name.ends_with("_total"),
+            "counter {name} must end with _total"
+        );
+        if let Err(e) = self.registry.register(Box::new(collector.clone())) {
+            panic!("cannot register metric {name}: {e}");
+        }
+        self.defs.push(FamilyDef {
+            name,
+            help,
+            kind,
+            order,
+        });
+    }
+
+    fn int_gauge(&mut self, name: &'static str, help: &'static str) -> IntGauge {
+        let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        self.register(name, help, Kind::Gauge, &g, None);
+        g
+    }
+
+    fn int_counter(&mut self, name: &'static str, help: &'static str) -> IntCounter {
+        let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        self.register(name, help, Kind::Counter, &c, None);
+        c
+    }
+
+    /// A labelled gauge family whose series are all set once at start (no ordering needed).
+    fn int_gauge_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> IntGaugeVec {
+        let v = IntGaugeVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        self.register(name, help, Kind::Gauge, &v, None);
+        v
+    }
+
+    fn gauge_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Arc<Labelled<Gauge>> {
+        let v = GaugeVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        let vc = v.clone();
+        let l = Arc::new(Labelled::new(
+            labels,
+            Box::new(move |vals: &[&str]| vc.with_label_values(vals)),
+        ));
+        self.register(name, help, Kind::Gauge, &v, Some(l.clone()));
+        l
+    }
+
+    fn int_counter_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Arc<Labelled<IntCounter>> {
+        let v = IntCounterVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        let vc = v.clone();
+        let l = Arc::new(Labelled::new(
+            labels,
+            Box::new(move |vals: &[&str]| vc.with_label_values(vals)),
+        ));
+        self.register(name, help, Kind::Counter, &v, Some(l.clone()));
+        l
+    }
+
+    fn histogram_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        buckets: &[f64],
+    ) -> Arc<Labelled<Histogram>> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        let v = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        let vc = v.clone();
+        let l = Arc::new(Labelled::new(
+            labels,
+            Box::new(move |vals: &[&str]| vc.with_label_values(vals)),
+        ));
+        self.register(name, help, Kind::Histogram, &v, Some(l.clone()));
+        l
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// Prometheus text format 0.0.4 (`prometheus_client.generate_latest`).
+    Text,
+    /// OpenMetrics 1.0 text (`prometheus_client.openmetrics.exposition.generate_latest`).
+    OpenMetrics,
+}
+
+/// Encodes the gathered families in the order of `defs`. Families not in `defs` are skipped;
+/// defined families with no series (empty labelled families, which `gather` drops) still get
+/// their `# HELP` / `# TYPE` lines, like the reference.
+fn encode(defs: &[FamilyDef], gathered: &[MetricFamily], format: Format) -> String {
+    let mut out = String::with_capacity(2048);
+    for def in defs {
+        let mut series: Vec<&Metric> = gathered
+            .iter()
+            .find(|mf| mf.name() == def.name)
+            .map(|mf| mf.get_metric().iter().collect())
+            .unwrap_or_default();
+        if let Some(order) = &def.order {
+            // Stable: a series we do not know (should not happen) keeps gather's order, last.
+            series.sort_by_key(|m| order.position(m.get_label()).unwrap_or(usize::MAX));
+        }
+        let family_name = match (format, def.kind) {
+            (Format::OpenMetrics, Kind::Counter) => {
+                def.name.strip_suffix("_total").unwrap_or(def.name)
+            }
+            _ => def.name,
+        };
+        let help = match format {
+            Format::Text => escape_help(def.help),
+            Format::OpenMetrics => escape_label_value(def.help),
+        };
+        let _ = writeln!(out, "# HELP {family_name} {help}");
+        let _ = writeln!(out, "# TYPE {family_name} {}", def.kind.as_str());
+        for m in series {
+            let labels: Vec<(&str, &str)> = m
+                .get_label()
+                .iter()
+                .map(|lp| (lp.name(), lp.value()))
+                .collect();
+            match def.kind {
+                // Counter families are named `*_total`; in OpenMetrics only the family name
+                // drops the suffix, the sample keeps it.
+                Kind::Gauge | Kind::Counter => {
+                    let value = if def.kind == Kind::Gauge {
+                        m.get_gauge().get_value()
+                    } else {
+                        m.get_counter().get_value()
+                    };
+                    write_sample(&mut out, def.name, "", &labels, None, value);
+                }
+                Kind::Histogram => {
+                    let h = m.get_histogram();
+                    let mut has_inf = false;
+                    for b in h.get_bucket() {
+                        has_inf |= b.upper_bound() == f64::INFINITY;
+                        let le = float_to_go_string(b.upper_bound());
+                        write_sample(
+                            &mut out,
+                            def.name,
+                            "_bucket",
+                            &labels,
+                            Some(&le),
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    let count = h.get_sample_count() as f64;
+                    if !has_inf {
+                        write_sample(&mut out, def.name, "_bucket", &labels, Some("+Inf"), count);
+                    }
+                    write_sample(&mut out, def.name, "_count", &labels, None, count);
+                    write_sample(
+                        &mut out,
+                        def.name,
+                        "_sum",
+                        &labels,
+                        None,
+                        h.get_sample_sum(),
+                    );
+                }
+            }
+        }
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// One sample line: `name{a="x",b="y"} value`, labels sorted by name (like the reference),
+/// `le` (histogram buckets) sorted in with the others.
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    le: Option<&str>,
+    value: f64,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    let mut all: Vec<(&str, &str)> = labels.to_vec();
+    if let Some(le) = le {
+        all.push(("le", le));
+    }
+    if !all.is_empty() {
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        out.push('{');
+        for (i, (k, v)) in all.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape_label_value(v));
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&float_to_go_string(value));
+    out.push('\n');
+}
+
+/// Help text escaping of the 0.0.4 format: `\` and newline.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', r"\\").replace('\n', r"\n")
+}
+
+/// Label value escaping (both formats) and OpenMetrics help escaping: `\`, newline, `"`.
+fn escape_label_value(s: &str) -> String {
+    s.replace('\\', r"\\")
+        .replace('\n', r"\n")
+        .replace('"', "\\\"")
+}
+
+/// `prometheus_client.utils.floatToGoString`: Python's `repr(float)`, except `+Inf`, `-Inf`,
+/// `NaN`, and positive values with more than 6 digits before the point, which get an
+/// exponent written as `e+0` followed by the exponent (`1e+06`, `1.23456789012e+011`) [quirk].
+pub fn float_to_go_string(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".to_string();
+    }
+    if d == f64::INFINITY {
+        return "+Inf".to_string();
+    }
+    if d == f64::NEG_INFINITY {
+        return "-Inf".to_string();
+    }
+    let s = python_float_repr(d);
+    let dot = s.find('.').unwrap_or(0);
+    if d > 0.0 && dot > 6 {
+        let mut mantissa = String::with_capacity(s.len() + 1);
+        mantissa.push_str(&s[..1]);
+        mantissa.push('.');
+        mantissa.push_str(&s[1..dot]);
+        mantissa.push_str(&s[dot + 1..]);
+        let mantissa = mantissa.trim_end_matches(['0', '.']);
+        return format!("{mantissa}e+0{}", dot - 1);
+    }
+    s
+}
+
+/// Python's `repr()` of a finite float: the shortest round-tripping digits; scientific
+/// notation (`1e+16`, `1.5e-05`, exponent at least two digits) when the decimal exponent is
+/// below -4 or at least 16, else positional with at least one fractional digit (`100.0`).
+fn python_float_repr(d: f64) -> String {
+    let sign = if d.is_sign_negative() { "-" } else { "" };
+    let a = d.abs();
+    if a == 0.0 {
+        return format!("{sign}0.0");
+    }
+    // Rust's `{:e}` gives the shortest round-tripping digits ("1.2345e6", "5e-324"), but
+    // breaks an exact tie between two shortest candidates upwards where Python picks the even
+    // one (1267860061485775.25: Rust `…775.3`, Python `…775.2`). Formatting the exact value
+    // to that many digits rounds half to even; keep it when it still round-trips.
+    let shortest = format!("{a:e}");
+    let n_digits = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
+    let exact = format!("{a:.prec$e}", prec = n_digits.saturating_sub(1));
+    let sci = if exact.parse::<f64>() == Ok(a) {
+        exact
+    } else {
+        shortest
+    };
+    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mut digits: String = mant.chars().filter(|c| *c != '.').collect();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+    }
+    // Position of the decimal point relative to the digits: value = 0.DIGITS × 10^decpt.
+    let decpt = exp + 1;
+    let mut out = String::from(sign);
+    if decpt <= -4 || decpt > 16 {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(
+            out,
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        );
+    } else if decpt <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', decpt.unsigned_abs() as usize));
+        out.push_str(&digits);
+    } else {
+        let decpt = decpt as usize;
+        if decpt >= digits.len() {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', decpt - digits.len()));
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..decpt]);
+            out.push('.');
+            out.push_str(&digits[decpt..]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const REFERENCE_HEAD: &str = "\
+# HELP socketshark_service_state Service status
+# TYPE socketshark_service_state gauge
+socketshark_service_state 0.0
+# HELP socketshark_connection_count Active connections
+# TYPE socketshark_connection_count gauge
+socketshark_connection_count 0.0
+# HELP socketshark_connection_total Connection total
+# TYPE socketshark_connection_total counter
+socketshark_connection_total 0.0
+# HELP socketshark_event_success_counter Event success counter
+# TYPE socketshark_event_success_counter gauge
+";
+
+    fn extras(delivered: &str, dropped: &str, callbacks: &str) -> String {
+        format!(
+            "# HELP socketshark_build_info Build information of this socketshark
+# TYPE socketshark_build_info gauge
+socketshark_build_info{{version=\"{}\"}} 1.0
+# HELP socketshark_messages_delivered_total Published messages delivered to client sessions
+# TYPE socketshark_messages_delivered_total counter
+socketshark_messages_delivered_total {delivered}
+# HELP socketshark_messages_dropped_total Published messages not delivered to a subscribed session, by reason
+# TYPE socketshark_messages_dropped_total counter
+{dropped}# HELP socketshark_callback_duration_seconds Duration of service callback HTTP attempts in seconds
+# TYPE socketshark_callback_duration_seconds histogram
+{callbacks}",
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    #[test]
+    fn initial_render() {
+        let m = Metrics::new(false);
+        let expected = format!("{REFERENCE_HEAD}{}", extras("0.0", "", ""));
+        assert_eq!(m.render(), expected);
+        assert!(!m.is_ready());
+    }
+
+    #[test]
+    fn render_after_calls_matches_reference() {
+        let m = Metrics::new(false);
+        m.set_ready(true);
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.event("subscribe", true);
+        m.event("unknown", false);
+        m.event("invalid", false);
+        let expected = format!(
+            "\
+# HELP socketshark_service_state Service status
+# TYPE socketshark_service_state gauge
+socketshark_service_state 1.0
+# HELP socketshark_connection_count Active connections
+# TYPE socketshark_connection_count gauge
+socketshark_connection_count 1.0
+# HELP socketshark_connection_total Connection total
+# TYPE socketshark_connection_total counter
+socketshark_connection_total 2.0
+# HELP socketshark_event_success_counter Event success counter
+# TYPE socketshark_event_success_counter gauge
+socketshark_event_success_counter{{event=\"subscribe\",status=\"success\"}} 1.0
+socketshark_event_success_counter{{event=\"unknown\",status=\"error\"}} 1.0
+socketshark_event_success_counter{{event=\"invalid\",status=\"error\"}} 1.0
+{}",
+            extras("0.0", "", "")
+        );
+        assert_eq!(m.render(), expected);
+        assert!(m.is_ready());
+        assert_eq!(m.active_connections(), 1);
+        assert_eq!(m.total_connections(), 2);
+
+        m.set_ready(false);
+        m.event("subscribe", true);
+        m.event("subscribe", false);
+        let out = m.render();
+        assert!(out.contains("socketshark_service_state 0.0\n"));
+        assert!(out.contains(
+            "socketshark_event_success_counter{event=\"subscribe\",status=\"success\"} 2.0\n\
+             socketshark_event_success_counter{event=\"unknown\",status=\"error\"} 1.0\n\
+             socketshark_event_success_counter{event=\"invalid\",status=\"error\"} 1.0\n\
+             socketshark_event_success_counter{event=\"subscribe\",status=\"error\"} 1.0\n"
+        ));
+    }
+
+    #[test]
+    fn connection_count_can_go_negative() {
+        let m = Metrics::new(false);
+        m.connection_closed();
+        assert!(m.render().contains("socketshark_connection_count -1.0\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new(false);
+        m.event("a\"b\\c\nd", false);
+        assert!(m.render().contains(
+            "socketshark_event_success_counter{event=\"a\\\"b\\\\c\\nd\",status=\"error\"} 1.0\n"
+        ));
+        assert_eq!(escape_label_value("x\\\"\n"), "x\\\\\\\"\\n");
+        assert_eq!(escape_help("a\\b\n\"c\""), "a\\\\b\\n\"c\"");
+    }
+
+    #[test]
+    fn extras_render() {
+        let m = Metrics::new(false);
+        m.message_delivered();
+        m.message_delivered();
+        m.message_dropped("throttle");
+        m.message_dropped("fields");
+        m.message_dropped("throttle");
+        m.callback_duration("on_subscribe", 0.02);
+        m.callback_duration("on_subscribe", 3.0);
+        m.callback_duration("authorizer", 20.0);
+        let buckets = |cb: &str, counts: [u32; 15], count: u32, sum: &str| {
+            let les = [
+                "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0",
+                "2.5", "5.0", "7.5", "10.0", "+Inf",
+            ];
+            let mut s = String::new();
+            for (le, c) in les.iter().zip(counts) {
+                s += &format!(
+                    "socketshark_callback_duration_seconds_bucket{{callback=\"{cb}\",le=\"{le}\"}} {c}.0\n"
+                );
+            }
+            s += &format!(
+                "socketshark_callback_duration_seconds_count{{callback=\"{cb}\"}} {count}.0\n\
+                 socketshark_callback_duration_seconds_sum{{callback=\"{cb}\"}} {sum}\n"
+            );
+            s
+        };
+        let callbacks = buckets(
+            "on_subscribe",
+            [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2],
+            2,
+            "3.02",
+        ) + &buckets(
+            "authorizer",
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            1,
+            "20.0",
+        );
+        let dropped = "socketshark_messages_dropped_total{reason=\"throttle\"} 2.0\n\
+                       socketshark_messages_dropped_total{reason=\"fields\"} 1.0\n";
+        let expected = format!("{REFERENCE_HEAD}{}", extras("2.0", dropped, &callbacks));
+        assert_eq!(m.render(), expected);
+    }
+
+    #[test]
+    fn openmetrics_render() {
+        let m = Metrics::new(false);
+        m.connection_opened();
+        m.event("ping", true);
+        m.message_dropped("order");
+        let out = m.render_openmetrics();
+        assert!(out.starts_with(
+            "# HELP socketshark_service_state Service status
+# TYPE socketshark_service_state gauge
+socketshark_service_state 0.0
+# HELP socketshark_connection_count Active connections
+# TYPE socketshark_connection_count gauge
+socketshark_connection_count 1.0
+# HELP socketshark_connection Connection total
+# TYPE socketshark_connection counter
+socketshark_connection_total 1.0
+# HELP socketshark_event_success_counter Event success counter
+# TYPE socketshark_event_success_counter gauge
+socketshark_event_success_counter{event=\"ping\",status=\"success\"} 1.0
+"
+        ));
+        assert!(out.contains(
+            "# TYPE socketshark_messages_dropped counter\n\
+             socketshark_messages_dropped_total{reason=\"order\"} 1.0\n"
+        ));
+        assert!(out.ends_with("# TYPE socketshark_callback_duration_seconds histogram\n# EOF\n"));
+    }
+
+    #[test]
+    fn float_formatting_matches_python() {
+        // Expected values from Python's prometheus_client.utils.floatToGoString.
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (-1.0, "-1.0"),
+            (0.5, "0.5"),
+            (2.5, "2.5"),
+            (0.005, "0.005"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (123.456, "123.456"),
+            (100000.0, "100000.0"),
+            (999999.0, "999999.0"),
+            (1000000.0, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (1234567.5, "1.2345675e+06"),
+            (12345678.9, "1.23456789e+07"),
+            (1e10, "1e+010"),
+            (123456789012.0, "1.23456789012e+011"),
+            (1e15, "1e+015"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1e17, "1e+17"),
+            (1e20, "1e+20"),
+            (1e22, "1e+22"),
+            (1e100, "1e+100"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (-1e20, "-1e+20"),
+            (-1234567.0, "-1234567.0"),
+            (-0.00001, "-1e-05"),
+            (1732600000.123456, "1.732600000123456e+09"),
+            (3.0, "3.0"),
+            (100.0, "100.0"),
+            (0.3, "0.3"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (9007199254740992.0, "9.007199254740992e+015"),
+            (9999999999999998.0, "9.999999999999998e+015"),
+            (1.5e-7, "1.5e-07"),
+            (9.223372036854776e18, "9.223372036854776e+18"),
+            (-2.5e-10, "-2.5e-10"),
+            // Ties between two shortest candidates go to the even digit, like Python.
+            (5_071_440_245_943_101.0 / 4.0, "1.2678600614857752e+015"),
+            (-5_071_440_245_943_101.0 / 4.0, "-1267860061485775.2"),
+            (2_077_925_486_017_401.0 / 8.0, "2.5974068575217512e+014"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(float_to_go_string(*v), *want, "value {v:?}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_negotiation() {
+        assert!(!wants_openmetrics(""));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(wants_openmetrics("text/html, application/openmetrics-text"));
+        assert!(!wants_openmetrics("application/openmetrics-textx"));
+    }
+
+    #[test]
+    fn metrics_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Metrics>();
+        check::<Arc<Metrics>>();
+    }
+
+    // --- log provider -------------------------------------------------------------------
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<String>>>);
+
+    struct FieldsVisitor(Vec<String>);
+
+    impl tracing::field::Visit for FieldsVisitor {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push(format!("{}={value:?}", field.name()));
+        }
+        fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+            self.0.push(format!("{}:i64={value}", field.name()));
+        }
+        fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+            self.0.push(format!("{}:u64={value}", field.name()));
+        }
+        fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+            self.0.push(format!("{}:bool={value}", field.name()));
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push(format!("{}:str={value}", field.name()));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut v = FieldsVisitor(Vec::new());
+            event.record(&mut v);
+            let meta = event.metadata();
+            self.0.lock().unwrap().push(format!(
+                "{} {} {}",
+                meta.level(),
+                meta.target(),
+                v.0.join(" ")
+            ));
+        }
+    }
+
+    fn captured(log_provider: bool, f: impl FnOnce(&Metrics)) -> Vec<String> {
+        use tracing_subscriber::layer::SubscriberExt;
+        let cap = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(cap.clone());
+        let m = Metrics::new(log_provider);
+        tracing::subscriber::with_default(subscriber, || f(&m));
+        cap.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn log_provider_lines() {
+        let lines = captured(true, |m| {
+            m.set_ready(true);
+            m.connection_opened();
+            m.connection_opened();
+            m.connection_closed();
+            m.event("subscribe", true);
+            m.event("invalid", false);
+            m.message_delivered();
+            m.message_dropped("order");
+            m.callback_duration("ticket", 0.1);
+            m.set_ready(false);
+        });
+        let t = "DEBUG socketshark::metrics";
+        assert_eq!(
+            lines,
+            vec![
+                format!("{t} message=metrics ready:bool=true"),
+                format!("{t} message=metrics active_connections:i64=1 total_connections:u64=1"),
+                format!("{t} message=metrics active_connections:i64=2 total_connections:u64=2"),
+                format!("{t} message=metrics active_connections:i64=1 total_connections:u64=2"),
+                format!("{t} message=metrics evt:str=subscribe success:bool=true"),
+                format!("{t} message=metrics evt:str=invalid success:bool=false"),
+                format!("{t} message=metrics ready:bool=false"),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_log_lines_without_log_provider() {
+        let lines = captured(false, |m| {
+            m.set_ready(true);
+            m.connection_opened();
+            m.connection_closed();
+            m.event("ping", true);
+            assert!(m.render().contains("socketshark_connection_total 1.0\n"));
+        });
+        assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    // --- HTTP -------------------------------------------------------------------------------
+
+    async fn fetch(addr: std::net::SocketAddr, path: &str, accept: Option<&str>) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn split(resp: &str) -> (&str, String, &str) {
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        let status = head.lines().next().unwrap();
+        let ctype = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        (status, ctype, body)
+    }
+
+    #[tokio::test]
+    async fn http_endpoints() {
+        let metrics = Arc::new(Metrics::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(metrics.clone(), listener));
+
+        metrics.event("subscribe", true);
+        let resp = fetch(addr, "/metrics", None).await;
+        let (status, ctype, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+        assert_eq!(body, metrics.render());
+        assert!(body.contains(
+            "socketshark_event_success_counter{event=\"subscribe\",status=\"success\"} 1.0\n"
+        ));
+
+        let resp = fetch(
+            addr,
+            "/metrics",
+            Some("application/openmetrics-text;version=1.0.0"),
+        )
+        .await;
+        let (status, ctype, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(ctype, CONTENT_TYPE_OPENMETRICS);
+        assert!(body.ends_with("# EOF\n"));
+
+        let resp = fetch(addr, "/", None).await;
+        let (status, ctype, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(ctype.starts_with("text/html"), "{ctype}");
+        assert_eq!(body, ROOT_PAGE);
+        assert!(body.contains("href=\"/metrics\""));
+
+        let resp = fetch(addr, "/healthz", None).await;
+        let (status, _, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, "ok");
+
+        let resp = fetch(addr, "/readyz", None).await;
+        let (status, _, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(body, "not ready");
+
+        metrics.set_ready(true);
+        let resp = fetch(addr, "/readyz", None).await;
+        let (status, _, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, "ready");
+
+        let resp = fetch(addr, "/nope", None).await;
+        let (status, _, _) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+        server.abort();
+        let _ = server.await;
+    }
+}

@@ -1,0 +1,798 @@
+//! The process: startup (R-CFG-6), the WebSocket listener, each connection's IO loop, server
+//! pings (R-WS-7/8), TLS (R-WS-9) and shutdown (R-SHUT).
+//!
+//! Each connection runs two tasks. The reader task owns the read half: it queues client
+//! frames, runs the session's commands one at a time (R-ORD-1) while it keeps reading (so pongs
+//! and closes are seen during a slow callback), and drives the ping timers. The writer task owns
+//! the write half: it drains the session's outbox, batching every frame that is ready into one
+//! flush.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::{FutureExt, SinkExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::app::App;
+use crate::broker::{self, Broker, Incoming};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::{self, Metrics};
+use crate::service::ServiceClient;
+use crate::session::{ClientFrame, Out, Session};
+
+/// Largest accepted client message (R-WS-4).
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// How long a client may take to complete the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest accepted handshake request head.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// How long the server waits for the client's close frame (R-WS-10).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The WebSocket library keepalive of the reference (R-WS-8).
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// Frames written per flush at most.
+const MAX_BATCH: usize = 256;
+
+/// Why the server shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Signal,
+    BrokerClosed,
+    BrokerPingTimeout,
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: the read buffer is allocated eagerly per connection (tungstenite's default
+    // is 128 KiB), and the write buffer only collects the frames of one flush.
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE))
+}
+
+fn bind_host(host: &str) -> &str {
+    if host.is_empty() { "0.0.0.0" } else { host }
+}
+
+/// Runs the server until it shuts down. Returns the process exit status.
+pub async fn run(cfg: Config) -> i32 {
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::new(cfg.metrics.log.is_some()));
+    start_metrics(&cfg, &metrics).await;
+
+    let http = match ServiceClient::new(&cfg.http) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = e.as_str(), "unhandled exception");
+            return 1;
+        }
+    };
+
+    // Brokers, connected in parallel (R-RED-1).
+    let labels = ["redis", "redis_alt"];
+    let connecting = cfg
+        .redis_connections()
+        .into_iter()
+        .zip(labels)
+        .map(|(rc, label)| broker::redis::connect(rc, label));
+    let mut brokers: Vec<Arc<dyn Broker>> = Vec::new();
+    let mut streams = Vec::new();
+    for result in futures_util::future::join_all(connecting).await {
+        match result {
+            Ok(c) => {
+                brokers.push(c.broker);
+                streams.push(c.messages);
+            }
+            Err(e) => {
+                tracing::error!(error = e.as_str(), "could not connect to redis");
+                return 1;
+            }
+        }
+    }
+
+    let app = Arc::new(App::new(
+        cfg.clone(),
+        http,
+        Hub::new(brokers.clone()),
+        metrics.clone(),
+    ));
+
+    let host = bind_host(&cfg.ws.host);
+    let listener = match TcpListener::bind((host, cfg.ws.port.0)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(
+                error = %format!("cannot listen on {}:{}: {e}", cfg.ws.host, cfg.ws.port.0),
+                "unhandled exception"
+            );
+            return 1;
+        }
+    };
+    let tls = match cfg.tls_files() {
+        None => None,
+        Some((cert, key)) => match crate::tls::acceptor(cert, key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(error = e.as_str(), "unhandled exception");
+                return 1;
+            }
+        },
+    };
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(cfg.ws.port.0);
+    tracing::info!(
+        host = cfg.ws.host.as_str(),
+        port,
+        secure = tls.is_some(),
+        "🦈  ready"
+    );
+    metrics.set_ready(true);
+
+    let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<Trigger>();
+    let signals = tokio::spawn(watch_signals(trigger_tx.clone()));
+    let mut background = Vec::new();
+    for (index, (b, messages)) in brokers.iter().zip(streams).enumerate() {
+        let tx = trigger_tx.clone();
+        let app2 = app.clone();
+        background.push(tokio::spawn(async move {
+            receive(app2.clone(), index, messages).await;
+            tracing::error!(broker = index, "redis unexpectedly closed");
+            app2.metrics.set_ready(false);
+            let _ = tx.send(Trigger::BrokerClosed);
+        }));
+        if let Some((interval, timeout)) = b.ping_settings() {
+            let tx = trigger_tx.clone();
+            let b = b.clone();
+            background.push(tokio::spawn(async move {
+                if ping_broker(b, interval, timeout).await {
+                    let _ = tx.send(Trigger::BrokerPingTimeout);
+                }
+            }));
+        }
+    }
+
+    let trigger = loop {
+        tokio::select! {
+            t = trigger_rx.recv() => break t.unwrap_or(Trigger::Signal),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    tokio::spawn(accept(app.clone(), stream, remote, tls.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    };
+
+    // Shutdown (R-SHUT-1).
+    tracing::info!(reason = ?trigger, "shutting down");
+    app.begin_shutdown();
+    drop(listener);
+    for s in app.sessions() {
+        s.close(1000, "");
+    }
+    loop {
+        let n = app.session_count();
+        if n == 0 {
+            break;
+        }
+        tracing::info!(n_sessions = n, "waiting for sessions to close");
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while app.session_count() > 0 {
+                app.session_ended.notified().await;
+            }
+        })
+        .await;
+    }
+    for t in background {
+        t.abort();
+    }
+    signals.abort();
+    tracing::info!("done");
+    metrics.set_ready(false);
+    0
+}
+
+async fn start_metrics(cfg: &Config, metrics: &Arc<Metrics>) {
+    if cfg.metrics.log.is_some() {
+        tracing::info!(provider = "log", "initializing metrics");
+    }
+    let Some(p) = &cfg.metrics.prometheus else {
+        return;
+    };
+    tracing::info!(provider = "prometheus", "initializing metrics");
+    // The reference keeps running without a metrics endpoint when it cannot bind (R-CFG-6).
+    match TcpListener::bind((bind_host(&p.host), p.port.0)).await {
+        Ok(l) => {
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(p.port.0);
+            tracing::info!(host = p.host.as_str(), port, "metrics listening");
+            tokio::spawn(metrics::serve(metrics.clone(), l));
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %format!("cannot listen on {}:{}: {e}", p.host, p.port.0),
+                "could not start the metrics endpoint"
+            );
+        }
+    }
+}
+
+/// SIGTERM and SIGINT start the shutdown; later ones are only logged (R-SHUT-2).
+async fn watch_signals(tx: mpsc::UnboundedSender<Trigger>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested");
+        let _ = tx.send(Trigger::Signal);
+    }
+}
+
+/// Hands each broker message to the hub, in order. `queue_size` is the number of messages
+/// already received from the broker and still waiting behind the current one (R-PUB-9).
+async fn receive(
+    app: Arc<App>,
+    index: usize,
+    mut messages: futures_util::stream::BoxStream<'static, Incoming>,
+) {
+    let mut batch: VecDeque<Incoming> = VecDeque::new();
+    loop {
+        let Some(first) = messages.next().await else {
+            return;
+        };
+        batch.push_back(first);
+        let mut ended = false;
+        while batch.len() < 1024 {
+            match messages.next().now_or_never() {
+                Some(Some(m)) => batch.push_back(m),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        while let Some(m) = batch.pop_front() {
+            app.hub.dispatch(index, &m.channel, &m.payload, batch.len());
+        }
+        if ended {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Pings the broker until a ping is not answered in time (returns true) or fails (false: the
+/// connection is gone, which the receive loop reports).
+async fn ping_broker(b: Arc<dyn Broker>, interval: Duration, timeout: Duration) -> bool {
+    let mut wait = interval;
+    loop {
+        tokio::time::sleep(wait).await;
+        tracing::trace!(broker = b.label(), "redis ping");
+        let sent = Instant::now();
+        match tokio::time::timeout(timeout, b.ping()).await {
+            Ok(Ok(())) => {
+                let latency = sent.elapsed();
+                tracing::trace!(
+                    broker = b.label(),
+                    latency = latency.as_secs_f64(),
+                    "redis pong"
+                );
+                wait = interval.saturating_sub(latency);
+            }
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                tracing::warn!(broker = b.label(), "redis ping timeout");
+                return true;
+            }
+        }
+    }
+}
+
+/// Accepts one TCP connection: TLS (if configured), the WebSocket handshake, then the session.
+async fn accept(
+    app: Arc<App>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => handshake_and_serve(app, stream, remote).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => handshake_and_serve(app, s, remote).await,
+                Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn handshake_and_serve<S>(app: Arc<App>, mut stream: S, remote: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let leftover = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream)).await {
+        Ok(Ok(rest)) => rest,
+        Ok(Err(e)) => {
+            tracing::debug!(remote = %remote, error = e.as_str(), "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(remote = %remote, "handshake timed out");
+            return;
+        }
+    };
+    if app.is_shutting_down() {
+        tracing::warn!(remote = %remote, "dropped connection");
+        return;
+    }
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
+            .await;
+    serve(app, ws, remote).await;
+}
+
+/// Reads the HTTP upgrade request and answers it (R-WS-1/2). Returns the bytes read past the
+/// request head.
+async fn handshake<S>(stream: &mut S) -> Result<Vec<u8>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed during the handshake".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_REQUEST_HEAD {
+                    let _ = respond(
+                        stream,
+                        "431 Request Header Fields Too Large",
+                        "",
+                        "Request headers too large.\n",
+                    )
+                    .await;
+                    return Err("request head too large".into());
+                }
+            }
+            Err(e) => {
+                let _ = respond(
+                    stream,
+                    "400 Bad Request",
+                    "",
+                    "Failed to open a WebSocket connection: invalid HTTP request.\n",
+                )
+                .await;
+                return Err(format!("invalid HTTP request: {e}"));
+            }
+            Ok(httparse::Status::Complete(head_len)) => {
+                return match check_upgrade(&req) {
+                    Ok(key) => {
+                        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                        let response = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                        );
+                        stream
+                            .write_all(response.as_bytes())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(buf.split_off(head_len))
+                    }
+                    Err((status, extra_headers, body)) => {
+                        let _ = respond(stream, status, extra_headers, body).await;
+                        Err(body.trim_end().to_owned())
+                    }
+                };
+            }
+        }
+    }
+}
+
+type Refusal = (&'static str, &'static str, &'static str);
+
+/// Checks an upgrade request; returns its `Sec-WebSocket-Key`.
+fn check_upgrade<'a>(req: &httparse::Request<'_, 'a>) -> Result<&'a str, Refusal> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect::<Vec<_>>()
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    if req.method != Some("GET") {
+        return Err((
+            "405 Method Not Allowed",
+            "Allow: GET\r\n",
+            "Failed to open a WebSocket connection: the method must be GET.\n",
+        ));
+    }
+    if !has_token("Upgrade", "websocket") || !has_token("Connection", "upgrade") {
+        return Err((
+            "426 Upgrade Required",
+            UPGRADE,
+            "Failed to open a WebSocket connection: this is a WebSocket endpoint; send a WebSocket upgrade request.\n",
+        ));
+    }
+    if header("Sec-WebSocket-Version").first().map(|v| v.trim()) != Some("13") {
+        return Err((
+            "426 Upgrade Required",
+            "Sec-WebSocket-Version: 13\r\n",
+            "Failed to open a WebSocket connection: unsupported Sec-WebSocket-Version (13 is required).\n",
+        ));
+    }
+    let key = header("Sec-WebSocket-Key")
+        .first()
+        .map(|k| k.trim())
+        .unwrap_or("");
+    if key.len() != 24 || !key.ends_with("==") {
+        return Err((
+            "400 Bad Request",
+            "",
+            "Failed to open a WebSocket connection: missing or invalid Sec-WebSocket-Key.\n",
+        ));
+    }
+    Ok(key)
+}
+
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// One ping schedule: the configured `ws.ping` (R-WS-7) or the library keepalive (R-WS-8).
+struct Pinger {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    outstanding: Option<(Bytes, Instant)>,
+    close: (u16, &'static str),
+    log: &'static str,
+}
+
+enum PingAction {
+    Nothing,
+    Send(Bytes),
+    TimedOut,
+}
+
+impl Pinger {
+    fn new(
+        interval: Duration,
+        timeout: Duration,
+        close: (u16, &'static str),
+        log: &'static str,
+    ) -> Option<Pinger> {
+        if interval.is_zero() {
+            return None;
+        }
+        Some(Pinger {
+            interval,
+            timeout,
+            next_ping: Instant::now() + interval,
+            outstanding: None,
+            close,
+            log,
+        })
+    }
+
+    fn deadline(&self) -> Instant {
+        match &self.outstanding {
+            Some((_, sent)) => *sent + self.timeout,
+            None => self.next_ping,
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) -> PingAction {
+        match &self.outstanding {
+            Some((_, sent)) if now >= *sent + self.timeout => PingAction::TimedOut,
+            Some(_) => PingAction::Nothing,
+            None if now >= self.next_ping => {
+                let payload = Bytes::copy_from_slice(&rand::random::<[u8; 4]>());
+                self.outstanding = Some((payload.clone(), now));
+                PingAction::Send(payload)
+            }
+            None => PingAction::Nothing,
+        }
+    }
+
+    fn on_pong(&mut self, payload: &[u8], now: Instant) {
+        if let Some((expected, sent)) = &self.outstanding {
+            if expected.as_ref() == payload {
+                let rtt = now.saturating_duration_since(*sent);
+                tracing::trace!(latency = rtt.as_secs_f64(), "pong");
+                self.next_ping = now + self.interval.saturating_sub(rtt);
+                self.outstanding = None;
+            }
+        }
+    }
+}
+
+type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs one WebSocket connection until it ends, then ends its session (R-END).
+async fn serve<S>(app: Arc<App>, ws: WebSocketStream<S>, remote: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id = app.next_session_id();
+    let session = Session::new(app.clone(), id, remote.to_string(), tx);
+    app.register(session.clone());
+    app.metrics.connection_opened();
+    tracing::debug!(session = id, remote = %remote, "new session");
+    let writer = tokio::spawn(write_loop(sink, rx, session.clone()));
+
+    let ping_cfg = &app.cfg.ws.ping;
+    let mut pingers: Vec<Pinger> = [
+        Pinger::new(
+            ping_cfg.interval.duration(),
+            ping_cfg.timeout.duration(),
+            (1000, ""),
+            "ping timeout",
+        ),
+        Pinger::new(
+            KEEPALIVE,
+            KEEPALIVE,
+            (1011, "keepalive ping timeout"),
+            "keepalive ping timeout",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    let mut queue: VecDeque<ClientFrame> = VecDeque::new();
+    let mut current: Option<CommandFuture> = None;
+    let mut reading = true;
+    loop {
+        if current.is_none() && !session.is_closing() {
+            if let Some(frame) = queue.pop_front() {
+                current = Some(Box::pin(session.clone().process(frame)));
+            }
+        }
+        if current.is_none() {
+            if session.is_closing() {
+                for frame in queue.drain(..) {
+                    ignored(&session, &frame);
+                }
+                break;
+            }
+            if !reading {
+                break;
+            }
+        }
+        let ping_deadline = pingers.iter().map(Pinger::deadline).min();
+        tokio::select! {
+            _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
+                current = None;
+            }
+            msg = stream.next(), if reading => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let frame = ClientFrame::Text(t);
+                    if session.is_closing() { ignored(&session, &frame) } else { queue.push_back(frame) }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let frame = ClientFrame::Binary(b);
+                    if session.is_closing() { ignored(&session, &frame) } else { queue.push_back(frame) }
+                }
+                Some(Ok(Message::Pong(p))) => {
+                    let now = Instant::now();
+                    for p2 in &mut pingers {
+                        p2.on_pong(&p, now);
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => {
+                    reading = false;
+                }
+                Some(Err(e)) => {
+                    reading = false;
+                    match read_error_close_code(&e) {
+                        Some(code) => {
+                            tracing::info!(session = id, error = %e, "closing connection");
+                            session.close(code, "");
+                        }
+                        None => tracing::debug!(session = id, error = %e, "connection lost"),
+                    }
+                }
+            },
+            _ = sleep_until_opt(ping_deadline), if !session.is_closing() => {
+                let now = Instant::now();
+                for p in &mut pingers {
+                    match p.on_timer(now) {
+                        PingAction::Nothing => {}
+                        PingAction::Send(payload) => {
+                            tracing::trace!(session = id, "ping");
+                            session.send_ping(payload);
+                        }
+                        PingAction::TimedOut => {
+                            tracing::warn!(session = id, "{}", p.log);
+                            session.close(p.close.0, p.close.1);
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = session.close_requested() => {}
+        }
+    }
+
+    // R-END-2: the session ends once no command is in progress.
+    let server_closed = session.is_closing();
+    session.end().await;
+    app.metrics.connection_closed();
+    app.unregister(id);
+    tracing::info!(session = id, "connection closed");
+
+    // Wait (bounded) for the client's close frame after a server-initiated close, then let the
+    // writer flush what it has and close.
+    if server_closed && reading {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Some(m) = stream.next().await {
+                match m {
+                    Ok(Message::Text(_) | Message::Binary(_)) => {
+                        tracing::warn!(session = id, "inactive client event ignored");
+                    }
+                    Ok(Message::Close(_)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+    session.outbox_finish();
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}
+
+fn ignored(session: &Session, frame: &ClientFrame) {
+    let data = match frame {
+        ClientFrame::Text(t) => t.as_str().to_owned(),
+        ClientFrame::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+    };
+    tracing::warn!(
+        session = session.id,
+        data = data.as_str(),
+        "inactive client event ignored"
+    );
+}
+
+/// The close code for a read error (R-WS-4, R-WS-5), or `None` when the connection is gone.
+fn read_error_close_code(e: &tungstenite::Error) -> Option<u16> {
+    use tungstenite::error::{CapacityError, Error};
+    match e {
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(1009),
+        Error::Capacity(_) => Some(1009),
+        Error::Utf8(_) => Some(1007),
+        Error::Protocol(_) => Some(1002),
+        _ => None,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drains the session's outbox into the socket, one flush per batch of ready frames.
+async fn write_loop<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    session: Arc<Session>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut closed = false;
+    let mut broken = false;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Out::Text(text) => {
+                    let len = text.len();
+                    session.outbox().written(len);
+                    if closed || broken {
+                        tracing::warn!(session = session.id, "attempted to send to closed socket");
+                    } else {
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            tracing::debug!(
+                                session = session.id,
+                                data = text.as_str(),
+                                "client send"
+                            );
+                        }
+                        broken = sink.feed(Message::Text(text)).await.is_err();
+                    }
+                }
+                Out::Ping(p) => {
+                    if !closed && !broken {
+                        broken = sink.feed(Message::Ping(p)).await.is_err();
+                    }
+                }
+                Out::Close(code, reason) => {
+                    if !closed && !broken {
+                        let frame = CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: reason.into(),
+                        };
+                        broken = sink.feed(Message::Close(Some(frame))).await.is_err();
+                    }
+                    closed = true;
+                }
+                Out::Finish => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                    return;
+                }
+            }
+            n += 1;
+            if n < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !broken && sink.flush().await.is_err() {
+            broken = true;
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //!   crates;
 //! * fields keep their JSON types (integers, floats, booleans, strings); values recorded with `%`
 //!   or `?` are strings, except the fields named in [`JSON_FIELDS`] (`data`, `request`,
-//!   `response`, `auth_info`), whose text is embedded as a JSON value when it parses as JSON: call
+//!   `response`, `auth_info`), whose text (however recorded) is embedded as a JSON value when it
+//!   parses as JSON: call
 //!   sites write `tracing::debug!(session = id, data = %value, "client event")` with `value` a
 //!   `serde_json::Value` (its `Display` is compact JSON) or a JSON frame's text.
 //!
@@ -396,6 +397,11 @@ impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message = Some(value.to_string());
+        } else if JSON_FIELDS.contains(&field.name()) {
+            // JSON text (a frame, a request body) is embedded as JSON when it parses.
+            let v = serde_json::from_str::<Value>(value)
+                .unwrap_or_else(|_| Value::String(value.to_string()));
+            self.push(field, v);
         } else {
             self.push(field, Value::String(value.to_string()));
         }
@@ -826,7 +832,7 @@ mod tests {
                 duration = 0.5, "http request");
             tracing::debug!(auth_info = %json!({"user": 1}), "auth info");
             tracing::warn!(data = %"not json", "received invalid json");
-            tracing::warn!(data = "{\"a\":1}", error = %"{\"a\":1}", "strings stay strings");
+            tracing::warn!(data = "{\"a\":1}", error = %"{\"a\":1}", "json fields however recorded");
         });
         assert_eq!(lines[0]["session"], json!(3));
         assert_eq!(lines[0]["data"], v);
@@ -836,7 +842,8 @@ mod tests {
         assert_eq!(lines[2]["duration"], json!(0.5));
         assert_eq!(lines[3]["auth_info"], json!({"user": 1}));
         assert_eq!(lines[4]["data"], "not json");
-        assert_eq!(lines[5]["data"], "{\"a\":1}");
+        // A JSON field is embedded however it was recorded; other fields stay strings.
+        assert_eq!(lines[5]["data"], json!({"a": 1}));
         assert_eq!(lines[5]["error"], "{\"a\":1}");
     }
 

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(8 << 20)
+        .thread_stack_size(socketshark::pyjson::WORKER_STACK)
         .build()
     {
         Ok(rt) => rt,

@@ -68,10 +68,23 @@ impl Redis {
                 ));
             }
             if let Ok(mut c) = connect(self.port, Duration::from_millis(500)).await {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
-                if pong.is_ok() {
-                    *self.conn.lock().await = Some(c);
-                    return Ok(());
+                let info: Result<String, _> =
+                    redis::cmd("INFO").arg("server").query_async(&mut c).await;
+                if let Ok(info) = info {
+                    // Make sure the server answering is ours, not another test's on a port
+                    // that was briefly free.
+                    let pid = info
+                        .lines()
+                        .find_map(|l| l.strip_prefix("process_id:"))
+                        .and_then(|p| p.trim().parse::<u32>().ok());
+                    if pid.is_some() && pid == self.pid() {
+                        *self.conn.lock().await = Some(c);
+                        return Ok(());
+                    }
+                    return Err(format!(
+                        "port {} answered by another redis-server (pid {pid:?})",
+                        self.port
+                    ));
                 }
             }
             if tokio::time::Instant::now() >= deadline {

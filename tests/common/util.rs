@@ -58,10 +58,20 @@ impl Drop for TempDir {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind 127.0.0.1:0")
+    // Never hand out the same port twice in this process: two tests that pick the same free
+    // port before either binds it would otherwise share (and kill) each other's servers.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind 127.0.0.1:0");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A port on 127.0.0.1 where nothing listens, for the whole test process: a TCP socket is bound

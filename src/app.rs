@@ -2,7 +2,7 @@
 //! metrics and the registry of live sessions (for shutdown).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -13,18 +13,16 @@ use crate::metrics::Metrics;
 use crate::service::ServiceClient;
 use crate::session::Session;
 
-/// Queued bytes above which a session that does not read its pushes is disconnected.
-pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
-
 pub struct App {
     pub cfg: Arc<Config>,
     pub http: ServiceClient,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
-    pub max_queued_bytes: usize,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
+    /// Open connections, including those still in their handshake.
+    connections: AtomicUsize,
     /// Notified whenever a session ends.
     pub session_ended: Notify,
 }
@@ -36,10 +34,10 @@ impl App {
             http,
             hub,
             metrics,
-            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
             session_ended: Notify::new(),
         }
     }
@@ -51,6 +49,19 @@ impl App {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open connections, including those still in their handshake.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -68,6 +79,12 @@ impl App {
 
     pub fn session_count(&self) -> usize {
         self.sessions.lock().unwrap().len()
+    }
+
+    /// Bytes queued for clients, all sessions together.
+    pub fn queued_bytes(&self) -> usize {
+        let sessions = self.sessions.lock().unwrap();
+        sessions.values().map(|s| s.outbox().queued_bytes()).sum()
     }
 
     /// A snapshot of the live sessions.

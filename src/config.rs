@@ -428,6 +428,52 @@ impl ServiceConfig {
     }
 }
 
+/// Per-connection and per-process limits (not in the reference; each default is generous enough
+/// that a well-behaved client never meets it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest client message in bytes; a larger one closes the connection with code 1009
+    /// (R-WS-4).
+    pub max_message_size: usize,
+    /// Subscriptions per session; more are refused with `Too many subscriptions.`. 0 = no limit.
+    pub max_subscriptions: usize,
+    /// Client events per second per session, sustained; events over the rate are answered
+    /// `Rate limit exceeded.` without being processed. 0 = no limit.
+    pub max_events_per_second: f64,
+    /// Events a session may send in a burst above the sustained rate.
+    pub max_event_burst: f64,
+    /// Client events queued behind the one being processed; beyond that the connection is not
+    /// read until the queue drains (TCP back-pressure).
+    pub max_pending_events: usize,
+    /// Service callbacks in flight per session (commands, renewals and heartbeats together).
+    pub max_concurrent_callbacks: usize,
+    /// Bytes of frames queued for a session; a client that does not read and lets its queue
+    /// grow beyond this is disconnected with close code 1008 (slow consumer).
+    pub max_outbound_bytes: usize,
+    /// Connections per process (including those in their handshake); beyond, new connections
+    /// are answered `503 Service Unavailable`. 0 = no limit.
+    pub max_connections: usize,
+    /// Seconds a new connection has to complete its TLS and WebSocket handshake.
+    pub handshake_timeout: Secs,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 1 << 20,
+            max_subscriptions: 1000,
+            max_events_per_second: 100.0,
+            max_event_burst: 200.0,
+            max_pending_events: 64,
+            max_concurrent_callbacks: 8,
+            max_outbound_bytes: 8 << 20,
+            max_connections: 100_000,
+            handshake_timeout: Secs(10.0),
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,6 +485,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub redis_alt: Option<RedisConfig>,
     pub authentication: AuthenticationConfig,
+    pub limits: LimitsConfig,
     #[serde(deserialize_with = "de_services")]
     pub services: BTreeMap<String, Arc<ServiceConfig>>,
 }
@@ -497,6 +544,28 @@ impl Config {
                 }
                 (Some(_), Some(_)) => {}
             }
+        }
+        let l = &self.limits;
+        if l.max_message_size < 1024 {
+            return Err("limits.max_message_size: must be at least 1024 bytes".into());
+        }
+        if !l.max_events_per_second.is_finite() || l.max_events_per_second < 0.0 {
+            return Err("limits.max_events_per_second: must be a number >= 0".into());
+        }
+        if !l.max_event_burst.is_finite() || l.max_event_burst < 1.0 {
+            return Err("limits.max_event_burst: must be a number >= 1".into());
+        }
+        if l.max_pending_events == 0 {
+            return Err("limits.max_pending_events: must be at least 1".into());
+        }
+        if l.max_concurrent_callbacks == 0 {
+            return Err("limits.max_concurrent_callbacks: must be at least 1".into());
+        }
+        if l.max_outbound_bytes < 64 * 1024 {
+            return Err("limits.max_outbound_bytes: must be at least 65536 bytes".into());
+        }
+        if l.handshake_timeout.is_zero() {
+            return Err("limits.handshake_timeout: must be > 0 seconds".into());
         }
         for (name, svc) in &self.services {
             if let Some(p) = svc.authorization_renewal_period {
@@ -579,6 +648,19 @@ mod tests {
         assert!(c.redis_alt.is_none());
         assert!(c.authentication.ticket.is_none());
         assert!(c.services.is_empty());
+    }
+
+    #[test]
+    fn limits() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.limits.max_message_size, 1 << 20);
+        let c =
+            Config::parse("[limits]\nmax_subscriptions = 0\nmax_events_per_second = 0\n").unwrap();
+        assert_eq!(c.limits.max_subscriptions, 0);
+        let e = Config::parse("[limits]\nmax_pending_events = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.max_pending_events"), "{e}");
+        let e = Config::parse("[limits]\nmax_message_size = -1\n").unwrap_err();
+        assert!(e.starts_with("limits.max_message_size"), "{e}");
     }
 
     #[test]

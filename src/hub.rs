@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::publish::{self, ExtraFields, Meta, Published, Rejected};
@@ -38,13 +39,15 @@ struct Channel {
 pub struct Hub {
     channels: Mutex<HashMap<String, Channel>>,
     brokers: Vec<Arc<dyn Broker>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(brokers: Vec<Arc<dyn Broker>>) -> Hub {
+    pub fn new(brokers: Vec<Arc<dyn Broker>>, metrics: Arc<Metrics>) -> Hub {
         Hub {
             channels: Mutex::new(HashMap::new()),
             brokers,
+            metrics,
         }
     }
 
@@ -162,6 +165,7 @@ impl Hub {
         for m in members.iter() {
             m.deliver(name, &msg, &mut fanout);
         }
+        self.metrics.messages_delivered(fanout.delivered);
     }
 }
 
@@ -169,6 +173,8 @@ impl Hub {
 /// session that gets the same bytes. (A frame's subscription name is always the message's own
 /// `subscription`, so the extra-fields fragment alone identifies the frame.)
 pub struct Fanout {
+    /// Deliveries made with this fan-out (counted once per message, not per session).
+    pub delivered: u64,
     received_at: String,
     queue_size: usize,
     /// When the first frame was built (R-PUB-9 `sent_at`).
@@ -179,6 +185,7 @@ pub struct Fanout {
 impl Fanout {
     pub fn new(received_at: String, queue_size: usize) -> Fanout {
         Fanout {
+            delivered: 0,
             received_at,
             queue_size,
             sent_at: None,

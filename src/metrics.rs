@@ -77,6 +77,10 @@ pub struct Metrics {
     messages_delivered: IntCounter,
     messages_dropped: Arc<Labelled<IntCounter>>,
     callback_duration: Arc<Labelled<Histogram>>,
+    broker_connected: Arc<Labelled<Gauge>>,
+    outbound_queue_bytes: IntGauge,
+    slow_consumers: IntCounter,
+    rate_limited: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,8 +130,25 @@ impl Metrics {
         let callback_duration = b.histogram_vec(
             "socketshark_callback_duration_seconds",
             "Duration of service callback HTTP attempts in seconds",
-            &["callback"],
+            &["service", "callback"],
             CALLBACK_BUCKETS,
+        );
+        let broker_connected = b.gauge_vec(
+            "socketshark_broker_connected",
+            "Whether the broker connection (redis, redis_alt) is up",
+            &["broker"],
+        );
+        let outbound_queue_bytes = b.int_gauge(
+            "socketshark_outbound_queue_bytes",
+            "Bytes of frames queued for clients, all sessions together",
+        );
+        let slow_consumers = b.int_counter(
+            "socketshark_slow_consumer_disconnects_total",
+            "Sessions closed because their client did not read its messages",
+        );
+        let rate_limited = b.int_counter(
+            "socketshark_rate_limited_events_total",
+            "Client events refused because the session exceeded limits.max_events_per_second",
         );
         Metrics {
             log_provider,
@@ -140,6 +161,10 @@ impl Metrics {
             messages_delivered,
             messages_dropped,
             callback_duration,
+            broker_connected,
+            outbound_queue_bytes,
+            slow_consumers,
+            rate_limited,
         }
     }
 
@@ -191,9 +216,32 @@ impl Metrics {
         }
     }
 
-    /// Extra: a published message was sent to a session.
-    pub fn message_delivered(&self) {
-        self.messages_delivered.inc();
+    /// Extra: `n` published messages were sent to sessions.
+    pub fn messages_delivered(&self, n: u64) {
+        if n > 0 {
+            self.messages_delivered.inc_by(n);
+        }
+    }
+
+    /// Extra: a broker connection went up or down.
+    pub fn set_broker_connected(&self, broker: &str, up: bool) {
+        self.broker_connected
+            .with(&[broker], |g| g.set(if up { 1.0 } else { 0.0 }));
+    }
+
+    /// Extra: the bytes currently queued for clients (all sessions).
+    pub fn set_outbound_queue_bytes(&self, bytes: i64) {
+        self.outbound_queue_bytes.set(bytes);
+    }
+
+    /// Extra: a session was closed as a slow consumer.
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.inc();
+    }
+
+    /// Extra: a client event was refused by the rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Extra: a published message was not sent to a subscribed session. `reason` is a short
@@ -203,11 +251,12 @@ impl Metrics {
         self.messages_dropped.with(&[reason], |c| c.inc());
     }
 
-    /// Extra: one callback HTTP attempt took `seconds`. `callback` is a short fixed name such
-    /// as `ticket`, `authorizer`, `before_subscribe`, `on_message`, … (not a URL).
-    pub fn callback_duration(&self, callback: &str, seconds: f64) {
+    /// Extra: one callback HTTP attempt took `seconds`. `service` is the service name (`""`
+    /// for ticket validation); `callback` a short fixed name such as `ticket`, `authorizer`,
+    /// `before_subscribe`, `on_message`, … (not a URL).
+    pub fn callback_duration(&self, service: &str, callback: &str, seconds: f64) {
         self.callback_duration
-            .with(&[callback], |h| h.observe(seconds));
+            .with(&[service, callback], |h| h.observe(seconds));
     }
 
     /// Current service state (true = 1).
@@ -778,7 +827,18 @@ socketshark_messages_delivered_total {delivered}
 # TYPE socketshark_messages_dropped_total counter
 {dropped}# HELP socketshark_callback_duration_seconds Duration of service callback HTTP attempts in seconds
 # TYPE socketshark_callback_duration_seconds histogram
-{callbacks}",
+{callbacks}# HELP socketshark_broker_connected Whether the broker connection (redis, redis_alt) is up
+# TYPE socketshark_broker_connected gauge
+# HELP socketshark_outbound_queue_bytes Bytes of frames queued for clients, all sessions together
+# TYPE socketshark_outbound_queue_bytes gauge
+socketshark_outbound_queue_bytes 0.0
+# HELP socketshark_slow_consumer_disconnects_total Sessions closed because their client did not read its messages
+# TYPE socketshark_slow_consumer_disconnects_total counter
+socketshark_slow_consumer_disconnects_total 0.0
+# HELP socketshark_rate_limited_events_total Client events refused because the session exceeded limits.max_events_per_second
+# TYPE socketshark_rate_limited_events_total counter
+socketshark_rate_limited_events_total 0.0
+",
             env!("CARGO_PKG_VERSION")
         )
     }
@@ -859,14 +919,14 @@ socketshark_event_success_counter{{event=\"invalid\",status=\"error\"}} 1.0
     #[test]
     fn extras_render() {
         let m = Metrics::new(false);
-        m.message_delivered();
-        m.message_delivered();
+        m.messages_delivered(1);
+        m.messages_delivered(1);
         m.message_dropped("throttle");
         m.message_dropped("fields");
         m.message_dropped("throttle");
-        m.callback_duration("on_subscribe", 0.02);
-        m.callback_duration("on_subscribe", 3.0);
-        m.callback_duration("authorizer", 20.0);
+        m.callback_duration("svc", "on_subscribe", 0.02);
+        m.callback_duration("svc", "on_subscribe", 3.0);
+        m.callback_duration("svc", "authorizer", 20.0);
         let buckets = |cb: &str, counts: [u32; 15], count: u32, sum: &str| {
             let les = [
                 "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0",
@@ -875,12 +935,12 @@ socketshark_event_success_counter{{event=\"invalid\",status=\"error\"}} 1.0
             let mut s = String::new();
             for (le, c) in les.iter().zip(counts) {
                 s += &format!(
-                    "socketshark_callback_duration_seconds_bucket{{callback=\"{cb}\",le=\"{le}\"}} {c}.0\n"
+                    "socketshark_callback_duration_seconds_bucket{{callback=\"{cb}\",le=\"{le}\",service=\"svc\"}} {c}.0\n"
                 );
             }
             s += &format!(
-                "socketshark_callback_duration_seconds_count{{callback=\"{cb}\"}} {count}.0\n\
-                 socketshark_callback_duration_seconds_sum{{callback=\"{cb}\"}} {sum}\n"
+                "socketshark_callback_duration_seconds_count{{callback=\"{cb}\",service=\"svc\"}} {count}.0\n\
+                 socketshark_callback_duration_seconds_sum{{callback=\"{cb}\",service=\"svc\"}} {sum}\n"
             );
             s
         };
@@ -927,7 +987,8 @@ socketshark_event_success_counter{event=\"ping\",status=\"success\"} 1.0
             "# TYPE socketshark_messages_dropped counter\n\
              socketshark_messages_dropped_total{reason=\"order\"} 1.0\n"
         ));
-        assert!(out.ends_with("# TYPE socketshark_callback_duration_seconds histogram\n# EOF\n"));
+        assert!(out.contains("# TYPE socketshark_callback_duration_seconds histogram\n"));
+        assert!(out.ends_with("socketshark_rate_limited_events_total 0.0\n# EOF\n"));
     }
 
     #[test]
@@ -1067,9 +1128,9 @@ socketshark_event_success_counter{event=\"ping\",status=\"success\"} 1.0
             m.connection_closed();
             m.event("subscribe", true);
             m.event("invalid", false);
-            m.message_delivered();
+            m.messages_delivered(1);
             m.message_dropped("order");
-            m.callback_duration("ticket", 0.1);
+            m.callback_duration("", "ticket", 0.1);
             m.set_ready(false);
         });
         let t = "DEBUG socketshark::metrics";

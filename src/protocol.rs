@@ -19,6 +19,10 @@ pub const ERR_ALREADY_SUBSCRIBED: &str = "Already subscribed.";
 pub const ERR_UNAUTHORIZED: &str = "Unauthorized.";
 pub const ERR_UNHANDLED: &str = "Unhandled exception.";
 pub const ERR_NO_SUBSCRIPTION: &str = "Subscription does not exist.";
+/// Not in the reference: `limits.max_subscriptions` reached.
+pub const ERR_TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions.";
+/// Not in the reference: `limits.max_events_per_second` exceeded.
+pub const ERR_RATE_LIMITED: &str = "Rate limit exceeded.";
 
 /// Longest accepted event name, in code points (R-FRM-3).
 pub const MAX_EVENT_LEN: usize = 40;

@@ -28,16 +28,12 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
 use crate::session::{ClientFrame, Out, Session};
 
-/// Largest accepted client message (R-WS-4).
-pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
-/// How long a client may take to complete the WebSocket handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest accepted handshake request head.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// How long the server waits for the client's close frame (R-WS-10).
@@ -55,14 +51,57 @@ enum Trigger {
     BrokerPingTimeout,
 }
 
-fn ws_config() -> WebSocketConfig {
+fn ws_config(limits: &LimitsConfig) -> WebSocketConfig {
     // Small buffers: the read buffer is allocated eagerly per connection (tungstenite's default
     // is 128 KiB), and the write buffer only collects the frames of one flush.
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(4096)
-        .max_message_size(Some(MAX_MESSAGE_SIZE))
-        .max_frame_size(Some(MAX_MESSAGE_SIZE))
+        .max_message_size(Some(limits.max_message_size))
+        .max_frame_size(Some(limits.max_message_size))
+}
+
+/// Counts a connection from accept to the end of its session (`limits.max_connections`).
+struct ConnectionSlot(Arc<App>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+/// Client events a session may start (`limits.max_events_per_second`, `max_event_burst`).
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> TokenBucket {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn bind_host(host: &str) -> &str {
@@ -75,7 +114,7 @@ pub async fn run(cfg: Config) -> i32 {
     let metrics = Arc::new(Metrics::new(cfg.metrics.log.is_some()));
     start_metrics(&cfg, &metrics).await;
 
-    let http = match ServiceClient::new(&cfg.http) {
+    let http = match ServiceClient::new(&cfg.http, metrics.clone()) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = e.as_str(), "unhandled exception");
@@ -95,6 +134,7 @@ pub async fn run(cfg: Config) -> i32 {
     for result in futures_util::future::join_all(connecting).await {
         match result {
             Ok(c) => {
+                metrics.set_broker_connected(c.broker.label(), true);
                 brokers.push(c.broker);
                 streams.push(c.messages);
             }
@@ -105,12 +145,8 @@ pub async fn run(cfg: Config) -> i32 {
         }
     }
 
-    let app = Arc::new(App::new(
-        cfg.clone(),
-        http,
-        Hub::new(brokers.clone()),
-        metrics.clone(),
-    ));
+    let hub = Hub::new(brokers.clone(), metrics.clone());
+    let app = Arc::new(App::new(cfg.clone(), http, hub, metrics.clone()));
 
     let host = bind_host(&cfg.ws.host);
     let listener = match TcpListener::bind((host, cfg.ws.port.0)).await {
@@ -151,9 +187,11 @@ pub async fn run(cfg: Config) -> i32 {
     for (index, (b, messages)) in brokers.iter().zip(streams).enumerate() {
         let tx = trigger_tx.clone();
         let app2 = app.clone();
+        let label = b.label().to_owned();
         background.push(tokio::spawn(async move {
             receive(app2.clone(), index, messages).await;
-            tracing::error!(broker = index, "redis unexpectedly closed");
+            tracing::error!(broker = label.as_str(), "redis unexpectedly closed");
+            app2.metrics.set_broker_connected(&label, false);
             app2.metrics.set_ready(false);
             let _ = tx.send(Trigger::BrokerClosed);
         }));
@@ -168,12 +206,28 @@ pub async fn run(cfg: Config) -> i32 {
         }
     }
 
+    let app2 = app.clone();
+    background.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let bytes = app2.queued_bytes();
+            app2.metrics.set_outbound_queue_bytes(bytes as i64);
+        }
+    }));
+
+    let max_connections = cfg.limits.max_connections;
     let trigger = loop {
         tokio::select! {
             t = trigger_rx.recv() => break t.unwrap_or(Trigger::Signal),
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    tokio::spawn(accept(app.clone(), stream, remote, tls.clone()));
+                    if max_connections > 0 && app.connections() >= max_connections {
+                        tokio::spawn(refuse(stream, remote));
+                        continue;
+                    }
+                    app.connection_opened();
+                    let slot = ConnectionSlot(app.clone());
+                    tokio::spawn(accept(app.clone(), stream, remote, tls.clone(), slot));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little instead of spinning.
@@ -318,18 +372,36 @@ async fn ping_broker(b: Arc<dyn Broker>, interval: Duration, timeout: Duration) 
     }
 }
 
+/// Answers a connection over `limits.max_connections` with a 503 and closes it.
+async fn refuse(mut stream: TcpStream, remote: SocketAddr) {
+    tracing::warn!(remote = %remote, "too many connections: refusing");
+    let body = "Too many connections; try again later.\n";
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            body,
+        ),
+    )
+    .await;
+}
+
 /// Accepts one TCP connection: TLS (if configured), the WebSocket handshake, then the session.
 async fn accept(
     app: Arc<App>,
     stream: TcpStream,
     remote: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    _slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
+    let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
     match tls {
         None => handshake_and_serve(app, stream, remote).await,
         Some(acceptor) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => handshake_and_serve(app, s, remote).await,
                 Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
@@ -342,7 +414,8 @@ async fn handshake_and_serve<S>(app: Arc<App>, mut stream: S, remote: SocketAddr
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let leftover = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream)).await {
+    let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
+    let leftover = match tokio::time::timeout(handshake_timeout, handshake(&mut stream)).await {
         Ok(Ok(rest)) => rest,
         Ok(Err(e)) => {
             tracing::debug!(remote = %remote, error = e.as_str(), "handshake failed");
@@ -357,9 +430,9 @@ where
         tracing::warn!(remote = %remote, "dropped connection");
         return;
     }
+    let config = ws_config(&app.cfg.limits);
     let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
-            .await;
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     serve(app, ws, remote).await;
 }
 
@@ -595,13 +668,17 @@ where
     .flatten()
     .collect();
 
+    let limits = &app.cfg.limits;
+    let mut bucket = TokenBucket::new(limits.max_events_per_second, limits.max_event_burst);
+    let max_pending = limits.max_pending_events;
     let mut queue: VecDeque<ClientFrame> = VecDeque::new();
     let mut current: Option<CommandFuture> = None;
     let mut reading = true;
     loop {
         if current.is_none() && !session.is_closing() {
             if let Some(frame) = queue.pop_front() {
-                current = Some(Box::pin(session.clone().process(frame)));
+                let limited = !bucket.take(Instant::now());
+                current = Some(Box::pin(session.clone().process(frame, limited)));
             }
         }
         if current.is_none() {
@@ -620,7 +697,9 @@ where
             _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
                 current = None;
             }
-            msg = stream.next(), if reading => match msg {
+            // At most `max_pending` events wait behind the running one; beyond that the socket
+            // is not read (TCP back-pressure on a client that floods).
+            msg = stream.next(), if reading && queue.len() < max_pending => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let frame = ClientFrame::Text(t);
                     if session.is_closing() { ignored(&session, &frame) } else { queue.push_back(frame) }

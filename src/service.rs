@@ -6,12 +6,14 @@
 //! `Service unavailable.` error when every attempt failed, or "unusable" for a 2xx/3xx JSON answer
 //! that is not a JSON object (which the session turns into `Unhandled exception.`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde_json::{Map, Value};
 
 use crate::config::{CallbackUrl, HttpConfig};
+use crate::metrics::Metrics;
 use crate::protocol::ERR_SERVICE_UNAVAILABLE;
 use crate::pyjson;
 
@@ -40,6 +42,18 @@ impl Outcome {
     }
 }
 
+/// What a callback is for: labels for metrics and context for log lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The service name; `""` for ticket validation.
+    pub service: &'a str,
+    /// `ticket`, `authorizer`, `before_subscribe`, `on_subscribe`, `on_message`,
+    /// `before_unsubscribe`, `on_unsubscribe`, `on_authorization_change` or `on_heartbeat`.
+    pub callback: &'static str,
+    pub session: u64,
+    pub subscription: Option<&'a str>,
+}
+
 /// One attempt's result.
 enum Attempt {
     Done(Outcome),
@@ -53,6 +67,7 @@ enum Attempt {
 
 pub struct ServiceClient {
     client: reqwest::Client,
+    metrics: Arc<Metrics>,
     timeout: Duration,
     tries: u32,
     wait: f64,
@@ -60,7 +75,7 @@ pub struct ServiceClient {
 }
 
 impl ServiceClient {
-    pub fn new(cfg: &HttpConfig) -> Result<ServiceClient, String> {
+    pub fn new(cfg: &HttpConfig, metrics: Arc<Metrics>) -> Result<ServiceClient, String> {
         let mut builder = reqwest::Client::builder()
             .gzip(true)
             .deflate(true)
@@ -88,6 +103,7 @@ impl ServiceClient {
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(ServiceClient {
             client,
+            metrics,
             timeout: cfg.timeout.duration(),
             tries: cfg.tries,
             wait: cfg.wait.0,
@@ -96,7 +112,7 @@ impl ServiceClient {
     }
 
     /// POSTs `body` to `url` with retries (R-HTTP-4..8).
-    pub async fn call(&self, url: &CallbackUrl, body: &Value) -> Outcome {
+    pub async fn call(&self, call: Call<'_>, url: &CallbackUrl, body: &Value) -> Outcome {
         let payload = body.to_string();
         let mut wait = self.wait;
         for attempt in 0..self.tries {
@@ -106,7 +122,7 @@ impl ServiceClient {
                 ))
                 .await;
             }
-            match self.attempt(url, &payload).await {
+            match self.attempt(call, url, &payload).await {
                 Attempt::Done(outcome) => return outcome,
                 Attempt::Failed {
                     rate_limit_wait,
@@ -120,10 +136,21 @@ impl ServiceClient {
                 }
             }
         }
+        if self.tries > 0 {
+            tracing::warn!(
+                session = call.session,
+                subscription = call.subscription,
+                service = call.service,
+                callback = call.callback,
+                url = url.display.as_str(),
+                tries = self.tries,
+                "callback failed: service unavailable"
+            );
+        }
         Outcome::unavailable()
     }
 
-    async fn attempt(&self, url: &CallbackUrl, payload: &str) -> Attempt {
+    async fn attempt(&self, call: Call<'_>, url: &CallbackUrl, payload: &str) -> Attempt {
         let started = Instant::now();
         let mut req = self
             .client
@@ -144,14 +171,29 @@ impl ServiceClient {
         }
         .await;
         let duration = started.elapsed().as_secs_f64();
+        self.metrics
+            .callback_duration(call.service, call.callback, duration);
         let (status, headers, body) = match result {
             Ok(r) => r,
             Err(e) => {
                 if e.is_timeout() {
-                    tracing::error!(url = url.display.as_str(), "timeout in http_post");
+                    tracing::error!(
+                        session = call.session,
+                        subscription = call.subscription,
+                        service = call.service,
+                        callback = call.callback,
+                        url = url.display.as_str(),
+                        duration,
+                        "timeout in http_post"
+                    );
                 } else {
                     tracing::error!(
+                        session = call.session,
+                        subscription = call.subscription,
+                        service = call.service,
+                        callback = call.callback,
                         url = url.display.as_str(),
+                        duration,
                         error = %scrubbed_error(&e),
                         "unhandled exception in http_post"
                     );
@@ -162,14 +204,23 @@ impl ServiceClient {
                 };
             }
         };
-        tracing::debug!(
-            url = url.display.as_str(),
-            request = payload,
-            response = %String::from_utf8_lossy(&body),
-            status = status.as_u16(),
-            duration = duration,
-            "http request"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // Never log the ticket (it is a credential).
+            let request = if call.callback == "ticket" {
+                r#"{"ticket":"*****"}"#
+            } else {
+                payload
+            };
+            tracing::debug!(
+                session = call.session,
+                url = url.display.as_str(),
+                request,
+                response = %String::from_utf8_lossy(&body),
+                status = status.as_u16(),
+                duration,
+                "http request"
+            );
+        }
         if status.as_u16() == 429 {
             return Attempt::Failed {
                 rate_limit_wait: Some(self.rate_limit_wait(&headers)),
@@ -177,6 +228,20 @@ impl ServiceClient {
             };
         }
         if status.as_u16() >= 400 || !is_json_content_type(&headers) {
+            tracing::warn!(
+                session = call.session,
+                subscription = call.subscription,
+                service = call.service,
+                callback = call.callback,
+                url = url.display.as_str(),
+                status = status.as_u16(),
+                content_type = headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                duration,
+                "callback attempt failed"
+            );
             return Attempt::Failed {
                 rate_limit_wait: None,
                 http_answer: true,
@@ -272,7 +337,7 @@ mod tests {
             wait: crate::config::Secs(1.5),
             ..HttpConfig::default()
         };
-        ServiceClient::new(&cfg).unwrap()
+        ServiceClient::new(&cfg, Arc::new(Metrics::new(false))).unwrap()
     }
 
     #[test]

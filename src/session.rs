@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -29,7 +29,7 @@ use crate::hub::{Fanout, Member};
 use crate::protocol::{self as proto, Decoded, Event, Name};
 use crate::publish::{self, ExtraFields, Meta, Published};
 use crate::pyjson::{self, HashKey};
-use crate::service::Outcome;
+use crate::service::{Call, Outcome};
 
 /// A frame for the connection's writer.
 #[derive(Debug)]
@@ -162,6 +162,8 @@ pub struct Session {
     state: Mutex<State>,
     closing: AtomicBool,
     close_requested: Notify,
+    /// Bounds the service callbacks in flight for this session (`limits.max_concurrent_callbacks`).
+    callbacks: Semaphore,
     weak: Weak<Session>,
 }
 
@@ -172,6 +174,7 @@ impl Session {
         remote: String,
         tx: mpsc::UnboundedSender<Out>,
     ) -> Arc<Session> {
+        let max_callbacks = app.cfg.limits.max_concurrent_callbacks;
         Arc::new_cyclic(|weak| Session {
             id,
             remote,
@@ -180,6 +183,7 @@ impl Session {
             state: Mutex::new(State::default()),
             closing: AtomicBool::new(false),
             close_requested: Notify::new(),
+            callbacks: Semaphore::new(max_callbacks),
             weak: weak.clone(),
         })
     }
@@ -239,22 +243,45 @@ impl Session {
             return;
         }
         let queued = self.out.push_text(frame);
-        if queued > self.app.max_queued_bytes {
+        if queued > self.app.cfg.limits.max_outbound_bytes {
             tracing::warn!(
                 session = self.id,
                 queued_bytes = queued,
                 "slow consumer: closing connection"
             );
+            self.app.metrics.slow_consumer();
             self.close(1008, "slow consumer");
         }
+    }
+
+    /// Calls a service callback; at most `limits.max_concurrent_callbacks` are in flight per
+    /// session (commands, renewals and heartbeats together).
+    async fn call(
+        &self,
+        callback: &'static str,
+        service: &str,
+        subscription: Option<&str>,
+        url: &CallbackUrl,
+        body: &Value,
+    ) -> Outcome {
+        let _permit = self.callbacks.acquire().await;
+        let call = Call {
+            service,
+            callback,
+            session: self.id,
+            subscription,
+        };
+        self.app.http.call(call, url, body).await
     }
 
     // ----------------------------------------------------------------------------------------
     // Commands
     // ----------------------------------------------------------------------------------------
 
-    /// Processes one client frame to completion (R-ORD-1).
-    pub async fn process(self: Arc<Self>, frame: ClientFrame) {
+    /// Processes one client frame to completion (R-ORD-1). `rate_limited`: the session is over
+    /// `limits.max_events_per_second`; a command is then answered `Rate limit exceeded.`
+    /// without being processed.
+    pub async fn process(self: Arc<Self>, frame: ClientFrame, rate_limited: bool) {
         let decoded = match &frame {
             ClientFrame::Text(t) => proto::decode_text(t.as_str()),
             ClientFrame::Binary(b) => proto::decode_binary(b),
@@ -285,8 +312,33 @@ impl Session {
             }
             Decoded::Command(event, cmd) => {
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let data = Value::Object(cmd.clone());
+                    let mut data = cmd.clone();
+                    if let Some(t) = data.get_mut("ticket") {
+                        // Never log the ticket (it is a credential).
+                        *t = Value::String("*****".into());
+                    }
+                    let data = Value::Object(data);
                     tracing::debug!(session = self.id, data = %data, "client event");
+                }
+                if rate_limited {
+                    self.app.metrics.rate_limited();
+                    let subscription = match cmd.get("subscription") {
+                        Some(Value::String(s))
+                            if !s.is_empty() && event != Event::Auth && event != Event::Ping =>
+                        {
+                            Some(s.as_str())
+                        }
+                        _ => None,
+                    };
+                    self.reply(proto::reply(
+                        event.name(),
+                        Some(&Value::String(proto::ERR_RATE_LIMITED.into())),
+                        None,
+                        None,
+                        subscription,
+                    ));
+                    metrics.event(event.name(), false);
+                    return;
                 }
                 let result = match event {
                     Event::Ping => {
@@ -355,9 +407,13 @@ impl Session {
         let mut body = Map::new();
         body.insert("ticket".into(), ticket);
         let answer = match self
-            .app
-            .http
-            .call(&ticket_cfg.validation_url, &Value::Object(body))
+            .call(
+                "ticket",
+                "",
+                None,
+                &ticket_cfg.validation_url,
+                &Value::Object(body),
+            )
             .await
         {
             Outcome::Unusable(why) => return Err(unhandled(None, None, why)),
@@ -502,6 +558,11 @@ impl Session {
                 None,
             );
         }
+        let max = self.app.cfg.limits.max_subscriptions;
+        if max > 0 && self.lock().subs.len() >= max {
+            let text = proto::ERR_TOO_MANY_SUBSCRIPTIONS.into();
+            return self.error_reply(ev, name, &text, &extra, None);
+        }
 
         // R-SUB-5: authorize.
         let mut authz = Map::new();
@@ -512,7 +573,10 @@ impl Session {
                 "verifying authorization"
             );
             let body = self.body(name, &extra, &Map::new(), None);
-            match self.app.http.call(url, &body).await {
+            match self
+                .call("authorizer", &svc.name, Some(name), url, &body)
+                .await
+            {
                 Outcome::Unusable(why) => return Err(unhandled(Some(name), Some(extra), why)),
                 Outcome::Answer(a) if !proto::is_ok(&a) => {
                     let text = proto::error_text(&a, proto::ERR_UNAUTHORIZED);
@@ -550,7 +614,10 @@ impl Session {
             }
             Some(url) => {
                 let body = self.body(name, &extra, &authz, None);
-                match self.app.http.call(url, &body).await {
+                match self
+                    .call("before_subscribe", &svc.name, Some(name), url, &body)
+                    .await
+                {
                     Outcome::Unusable(why) => {
                         self.abandon(name);
                         return Err(unhandled(Some(name), Some(extra), why));
@@ -619,7 +686,10 @@ impl Session {
         // R-SUB-12: on_subscribe; its answer is ignored.
         if let Some(url) = &svc.on_subscribe {
             let body = self.body(name, &extra.map, &authz, None);
-            if let Outcome::Unusable(why) = self.app.http.call(url, &body).await {
+            if let Outcome::Unusable(why) = self
+                .call("on_subscribe", &svc.name, Some(name), url, &body)
+                .await
+            {
                 return Err(unhandled(Some(name), Some(extra.map.clone()), why));
             }
         }
@@ -657,7 +727,10 @@ impl Session {
         };
         let data = cmd.get("data").cloned().unwrap_or(Value::Null);
         let body = self.body(name, &extra.map, &authz, Some(&data));
-        let answer = match self.app.http.call(url, &body).await {
+        let answer = match self
+            .call("on_message", &svc.name, Some(name), url, &body)
+            .await
+        {
             Outcome::Unusable(why) => {
                 return Err(unhandled(Some(name), Some(extra.map.clone()), why));
             }
@@ -701,7 +774,10 @@ impl Session {
         let mut data = None;
         if let Some(url) = &svc.before_unsubscribe {
             let body = self.body(name, &extra.map, &authz, None);
-            match self.app.http.call(url, &body).await {
+            match self
+                .call("before_unsubscribe", &svc.name, Some(name), url, &body)
+                .await
+            {
                 Outcome::Unusable(why) => {
                     return Err(unhandled(Some(name), Some(extra.map.clone()), why));
                 }
@@ -725,7 +801,10 @@ impl Session {
         ));
         if let Some(url) = &svc.on_unsubscribe {
             let body = self.body(name, &removed.extra.map, &removed.authz, None);
-            if let Outcome::Unusable(why) = self.app.http.call(url, &body).await {
+            if let Outcome::Unusable(why) = self
+                .call("on_unsubscribe", &svc.name, Some(name), url, &body)
+                .await
+            {
                 return Err(unhandled(Some(name), Some(removed.extra.map.clone()), why));
             }
         }
@@ -784,13 +863,13 @@ impl Session {
     async fn unsubscribe_callbacks(&self, name: &str, removed: &Removed) -> Option<Value> {
         let svc = &removed.service;
         let mut data = None;
-        for (url, keep_data) in [
-            (&svc.before_unsubscribe, true),
-            (&svc.on_unsubscribe, false),
+        for (url, callback, keep_data) in [
+            (&svc.before_unsubscribe, "before_unsubscribe", true),
+            (&svc.on_unsubscribe, "on_unsubscribe", false),
         ] {
             let Some(url) = url else { continue };
             let body = self.body(name, &removed.extra.map, &removed.authz, None);
-            match self.app.http.call(url, &body).await {
+            match self.call(callback, &svc.name, Some(name), url, &body).await {
                 Outcome::Unusable(why) => {
                     tracing::error!(
                         session = self.id,
@@ -856,7 +935,10 @@ impl Session {
             "verifying authorization"
         );
         let body = self.body(name, &extra.map, &authz, None);
-        let answer = match self.app.http.call(url, &body).await {
+        let answer = match self
+            .call("authorizer", &svc.name, Some(name), url, &body)
+            .await
+        {
             Outcome::Unusable(why) => return self.periodic_unusable(name, url, &why),
             Outcome::Answer(a) => a,
         };
@@ -876,7 +958,10 @@ impl Session {
             }
             if let Some(url) = &svc.on_authorization_change {
                 let body = self.body(name, &extra.map, &fields, None);
-                match self.app.http.call(url, &body).await {
+                match self
+                    .call("on_authorization_change", &svc.name, Some(name), url, &body)
+                    .await
+                {
                     Outcome::Unusable(why) => return self.periodic_unusable(name, url, &why),
                     Outcome::Answer(a) if !proto::is_ok(&a) => {
                         let text = proto::error_text(&a, proto::ERR_UNHANDLED);
@@ -976,7 +1061,10 @@ impl Session {
         };
         tracing::debug!(session = self.id, subscription = name, "sending heartbeat");
         let body = self.body(name, &extra.map, &authz, None);
-        match self.app.http.call(url, &body).await {
+        match self
+            .call("on_heartbeat", &svc.name, Some(name), url, &body)
+            .await
+        {
             Outcome::Unusable(why) => self.periodic_unusable(name, url, &why),
             Outcome::Answer(a) if !proto::is_ok(&a) => {
                 let error = proto::error_text(&a, "");
@@ -1007,22 +1095,22 @@ impl Session {
         let Some(sub) = subs.get_mut(&msg.subscription) else {
             return;
         };
-        if !filter_passes(&sub.service, &msg.fields, &sub.extra.map, auth) {
+        let metrics = &self.app.metrics;
+        let filtered = |reason: &'static str| {
+            metrics.message_dropped(reason);
             tracing::trace!(
+                session = self.id,
                 subscription = msg.subscription.as_str(),
-                reason = "fields",
+                reason,
                 "message filtered"
             );
-            return;
+        };
+        if !filter_passes(&sub.service, &msg.fields, &sub.extra.map, auth) {
+            return filtered("fields");
         }
         if let Some((key, order)) = &msg.options.order {
             if !sub.order.accept(key, *order) {
-                tracing::trace!(
-                    subscription = msg.subscription.as_str(),
-                    reason = "order",
-                    "message filtered"
-                );
-                return;
+                return filtered("order");
             }
         }
         if let Some((key, period)) = &msg.options.throttle {
@@ -1032,15 +1120,12 @@ impl Session {
             {
                 Arrival::SendNow(_) => {}
                 Arrival::Held => {
-                    tracing::trace!(
-                        subscription = msg.subscription.as_str(),
-                        reason = "throttle",
-                        "message filtered"
-                    );
-                    return;
+                    // The pending message it replaces will never be sent.
+                    return filtered("throttle");
                 }
                 Arrival::Schedule(due) => {
                     tracing::trace!(
+                        session = self.id,
                         subscription = msg.subscription.as_str(),
                         delay = period,
                         "throttled message scheduled"
@@ -1055,8 +1140,12 @@ impl Session {
             }
         }
         let frame = match fanout {
-            Some(f) => f.frame(msg, &sub.extra),
+            Some(f) => {
+                f.delivered += 1;
+                f.frame(msg, &sub.extra)
+            }
             None => {
+                metrics.messages_delivered(1);
                 let sent_at = publish::now();
                 let meta = Meta {
                     live: None,
@@ -1102,7 +1191,12 @@ impl Session {
         let Some(msg) = sub.throttle.fire(key, Instant::now()) else {
             return;
         };
-        tracing::trace!(subscription = name, "sending throttled message");
+        tracing::trace!(
+            session = self.id,
+            subscription = name,
+            "sending throttled message"
+        );
+        self.app.metrics.messages_delivered(1);
         let sent_at = publish::now();
         let meta = Meta {
             live: None,

@@ -19,6 +19,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::{FutureExt, SinkExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -110,6 +111,18 @@ fn bind_host(host: &str) -> &str {
 
 /// Runs the server until it shuts down. Returns the process exit status.
 pub async fn run(cfg: Config) -> i32 {
+    // Installed first, so that a signal arriving during startup is not fatal: it is handled
+    // once the server is up (R-CFG-7: orderly shutdown, exit 0).
+    let signals = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return 1;
+        }
+    };
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new(cfg.metrics.log.is_some()));
     start_metrics(&cfg, &metrics).await;
@@ -182,7 +195,7 @@ pub async fn run(cfg: Config) -> i32 {
     metrics.set_ready(true);
 
     let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<Trigger>();
-    let signals = tokio::spawn(watch_signals(trigger_tx.clone()));
+    let signals = tokio::spawn(watch_signals(signals, trigger_tx.clone()));
     let mut background = Vec::new();
     for (index, (b, messages)) in brokers.iter().zip(streams).enumerate() {
         let tx = trigger_tx.clone();
@@ -292,15 +305,7 @@ async fn start_metrics(cfg: &Config, metrics: &Arc<Metrics>) {
 }
 
 /// SIGTERM and SIGINT start the shutdown; later ones are only logged (R-SHUT-2).
-async fn watch_signals(tx: mpsc::UnboundedSender<Trigger>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn watch_signals((mut term, mut int): (Signal, Signal), tx: mpsc::UnboundedSender<Trigger>) {
     loop {
         tokio::select! {
             _ = term.recv() => {}
@@ -753,6 +758,11 @@ where
     // R-END-2: the session ends once no command is in progress.
     let server_closed = session.is_closing();
     session.end().await;
+    if server_closed {
+        // Let the close frame reach the client before the session counts as ended (shutdown
+        // waits for sessions, then the process exits).
+        let _ = tokio::time::timeout(Duration::from_secs(2), session.close_flushed()).await;
+    }
     app.metrics.connection_closed();
     app.unregister(id);
     tracing::info!(session = id, "connection closed");
@@ -856,9 +866,10 @@ async fn write_loop<S>(
                             code: CloseCode::from(code),
                             reason: reason.into(),
                         };
-                        broken = sink.feed(Message::Close(Some(frame))).await.is_err();
+                        broken = sink.send(Message::Close(Some(frame))).await.is_err();
                     }
                     closed = true;
+                    session.set_close_flushed();
                 }
                 Out::Finish => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;

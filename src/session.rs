@@ -164,7 +164,30 @@ pub struct Session {
     close_requested: Notify,
     /// Bounds the service callbacks in flight for this session (`limits.max_concurrent_callbacks`).
     callbacks: Semaphore,
+    /// Notified once the writer has sent the close frame of a server-initiated close.
+    close_flushed: Notify,
+    /// Subscriptions removed by a failed renewal whose unsubscribe callbacks are still running;
+    /// the session end waits for them (R-CB-2: `on_unsubscribe` is called for every removal).
+    removals_in_flight: AtomicUsize,
+    removals_done: Notify,
     weak: Weak<Session>,
+}
+
+/// Counts a renewal-failure removal while its callbacks run.
+struct RemovalInFlight<'a>(&'a Session);
+
+impl<'a> RemovalInFlight<'a> {
+    fn new(session: &'a Session) -> Self {
+        session.removals_in_flight.fetch_add(1, Ordering::AcqRel);
+        RemovalInFlight(session)
+    }
+}
+
+impl Drop for RemovalInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.removals_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.removals_done.notify_waiters();
+    }
 }
 
 impl Session {
@@ -184,6 +207,9 @@ impl Session {
             closing: AtomicBool::new(false),
             close_requested: Notify::new(),
             callbacks: Semaphore::new(max_callbacks),
+            close_flushed: Notify::new(),
+            removals_in_flight: AtomicUsize::new(0),
+            removals_done: Notify::new(),
             weak: weak.clone(),
         })
     }
@@ -204,6 +230,16 @@ impl Session {
             self.out.push_control(Out::Close(code, reason));
             self.close_requested.notify_one();
         }
+    }
+
+    /// Called by the writer once the close frame was sent (or could not be).
+    pub fn set_close_flushed(&self) {
+        self.close_flushed.notify_one();
+    }
+
+    /// Resolves once the writer has sent the close frame.
+    pub async fn close_flushed(&self) {
+        self.close_flushed.notified().await
     }
 
     /// Resolves once [`Session::close`] was called.
@@ -856,6 +892,16 @@ impl Session {
             };
             self.unsubscribe_callbacks(&name, &removed).await;
         }
+        // Removals started by a failed renewal finish their callbacks first.
+        loop {
+            let done = self.removals_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.removals_in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            done.await;
+        }
     }
 
     /// `before_unsubscribe` then `on_unsubscribe` for a removal that is not a client command;
@@ -995,7 +1041,15 @@ impl Session {
     /// Ends a subscription whose renewal failed (R-REAUTH-4, R-DEF-2): removal, then
     /// `before_unsubscribe`, `on_unsubscribe`, then the `unsubscribe` push.
     async fn renewal_failed(&self, name: &str, instance: u64, text: Value) {
-        tracing::info!(session = self.id, subscription = name, error = %text, "authorization expired");
+        tracing::info!(
+            session = self.id,
+            subscription = name,
+            error = plain_text(&text).as_str(),
+            "authorization expired"
+        );
+        // Counted before the removal, so that a session end that no longer sees the
+        // subscription still waits for its callbacks.
+        let _in_flight = RemovalInFlight::new(self);
         let Some(removed) = self.remove_sub(name, Some(instance), false) else {
             return;
         };
@@ -1071,7 +1125,7 @@ impl Session {
                 tracing::warn!(
                     session = self.id,
                     subscription = name,
-                    error = %error,
+                    error = plain_text(&error).as_str(),
                     "error sending heartbeat to service"
                 );
                 true
@@ -1273,6 +1327,14 @@ fn filter_passes(
         };
         pyjson::py_eq(wanted, mine.unwrap_or(&Value::Null))
     })
+}
+
+/// A JSON value as log text: a string without its quotes, anything else as JSON.
+fn plain_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn secs(s: f64) -> Duration {

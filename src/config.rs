@@ -428,6 +428,51 @@ impl ServiceConfig {
     }
 }
 
+/// Where published messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// Redis PUBSUB (`[redis]`, `[redis_alt]`): the reference's broker, and the default.
+    #[default]
+    Redis,
+    /// In-process: no external server; messages come from the HTTP publish API. One node only.
+    Memory,
+}
+
+/// The HTTP publish API (`POST /publish`); off unless `[api]` is present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub host: String,
+    pub port: Port,
+    /// Required unless `host` is a loopback address. Clients send it as
+    /// `Authorization: Bearer <key>` (or `X-Api-Key: <key>`).
+    pub api_key: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            host: "127.0.0.1".into(),
+            port: Port(9001),
+            api_key: None,
+            max_body_size: 1 << 20,
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
 /// Per-connection and per-process limits (not in the reference; each default is generous enough
 /// that a well-behaved client never meets it).
 #[derive(Debug, Clone, Deserialize)]
@@ -478,6 +523,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub broker: BrokerKind,
+    pub api: Option<ApiConfig>,
     pub ws: WsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
@@ -488,6 +535,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(deserialize_with = "de_services")]
     pub services: BTreeMap<String, Arc<ServiceConfig>>,
+    /// Set when the server runs without a configuration file ([`Config::embedded`]).
+    #[serde(skip)]
+    pub embedded: bool,
 }
 
 fn de_services<'de, D: Deserializer<'de>>(
@@ -514,6 +564,25 @@ impl Config {
         })?;
         Config::parse(&text)
             .map_err(|e| ConfigError(format!("config error: {}: {e}", path.display())))
+    }
+
+    /// The configuration used when no file is given: the embedded broker, the WebSocket
+    /// listener on 127.0.0.1:9000, the publish API on 127.0.0.1:9001, and one service, `demo`,
+    /// open to anonymous clients and without callbacks.
+    pub fn embedded() -> Config {
+        let mut cfg = Config {
+            broker: BrokerKind::Memory,
+            api: Some(ApiConfig::default()),
+            embedded: true,
+            ..Config::default()
+        };
+        let demo = ServiceConfig {
+            name: "demo".into(),
+            require_authentication: false,
+            ..ServiceConfig::default()
+        };
+        cfg.services.insert("demo".into(), Arc::new(demo));
+        cfg
     }
 
     /// Parses and validates configuration text. The error names the key at fault.
@@ -543,6 +612,17 @@ impl Config {
                     return Err("ws.ssl.cert: missing (required with ws.ssl.key)".into());
                 }
                 (Some(_), Some(_)) => {}
+            }
+        }
+        if let Some(api) = &self.api {
+            if api.api_key.as_deref().is_none_or(str::is_empty) && !api.is_loopback() {
+                return Err(format!(
+                    "api.api_key: required when api.host ({:?}) is not a loopback address",
+                    api.host
+                ));
+            }
+            if api.max_body_size < 1024 {
+                return Err("api.max_body_size: must be at least 1024 bytes".into());
             }
         }
         let l = &self.limits;
@@ -648,6 +728,26 @@ mod tests {
         assert!(c.redis_alt.is_none());
         assert!(c.authentication.ticket.is_none());
         assert!(c.services.is_empty());
+    }
+
+    #[test]
+    fn broker_and_api() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.broker, BrokerKind::Redis);
+        assert!(c.api.is_none());
+        let c = Config::parse("broker = \"memory\"\n[api]\nport = 0\n").unwrap();
+        assert_eq!(c.broker, BrokerKind::Memory);
+        assert_eq!(c.api.unwrap().host, "127.0.0.1");
+        let e = Config::parse("broker = \"kafka\"\n").unwrap_err();
+        assert!(e.starts_with("broker:"), "{e}");
+        let e = Config::parse("[api]\nhost = \"0.0.0.0\"\n").unwrap_err();
+        assert!(e.starts_with("api.api_key:"), "{e}");
+        assert!(Config::parse("[api]\nhost = \"0.0.0.0\"\napi_key = \"k\"\n").is_ok());
+        assert!(Config::parse("[api]\nhost = \"::1\"\n").is_ok());
+        assert!(Config::parse("[api]\nhost = \"localhost\"\n").is_ok());
+        let e = Config::embedded();
+        assert_eq!(e.broker, BrokerKind::Memory);
+        assert!(!e.services["demo"].require_authentication);
     }
 
     #[test]

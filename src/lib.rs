@@ -9,15 +9,17 @@
 //! - [`publish`]: published messages: decoding and client frames.
 //! - [`delivery`]: the per-subscription order filter and throttle: pure logic.
 //! - [`service`]: HTTP callbacks to services (timeouts, retries, 429).
-//! - [`broker`]: the broker trait and its Redis PUBSUB implementation.
+//! - [`broker`]: the broker trait; Redis PUBSUB and the embedded (memory) broker.
 //! - [`hub`]: channel -> local sessions; fan-out of published messages.
 //! - [`session`]: one connection's state and command processing.
+//! - [`api`]: the HTTP publish API (`POST /publish`).
 //! - [`app`]: the process-wide context shared by sessions.
 //! - [`tls`]: the `wss://` listener's certificate.
 //! - [`server`]: accept, WebSocket handshake, per-connection IO, pings, TLS, shutdown.
 //! - [`metrics`]: Prometheus and log metrics.
 //! - [`logging`]: JSON/text log lines, URL scrubbing.
 
+pub mod api;
 pub mod app;
 pub mod broker;
 pub mod config;

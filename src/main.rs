@@ -8,13 +8,17 @@ use clap::Parser;
 use socketshark::config::Config;
 
 /// A WebSocket message router: browsers subscribe over WebSocket, services answer HTTP
-/// callbacks and publish through Redis. Wire-compatible with SocketShark 0.5.
+/// callbacks and publish through Redis or the HTTP publish API. Wire-compatible with
+/// SocketShark 0.5.
+///
+/// Without a configuration file it runs on the embedded broker: WebSocket on 127.0.0.1:9000,
+/// `POST http://127.0.0.1:9001/publish`, and one service, `demo`, open to anonymous clients.
 #[derive(Parser, Debug)]
 #[command(name = "socketshark", version, about)]
 struct Cli {
-    /// The TOML configuration file.
+    /// The TOML configuration file (see docs/CONFIG.md).
     #[arg(short = 'c', long = "config", value_name = "FILE.toml")]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
     /// Validate the configuration and exit (0 = valid, 2 = invalid).
     #[arg(long)]
@@ -23,15 +27,22 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
+    let cfg = match &cli.config {
+        None if cli.check_config => {
+            eprintln!("--check-config needs a file: socketshark --check-config -c FILE.toml");
             return ExitCode::from(2);
         }
+        None => Config::embedded(),
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
     };
-    if cli.check_config {
-        println!("{}: configuration is valid", cli.config.display());
+    if let (Some(path), true) = (&cli.config, cli.check_config) {
+        println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
     socketshark::logging::init(&cfg.log);

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
-use crate::config::{Config, LimitsConfig};
+use crate::config::{BrokerKind, Config, LimitsConfig};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
@@ -124,6 +124,16 @@ pub async fn run(cfg: Config) -> i32 {
         }
     };
     let cfg = Arc::new(cfg);
+    if cfg.embedded {
+        tracing::info!(
+            ws = "ws://127.0.0.1:9000/",
+            publish = "http://127.0.0.1:9001/publish",
+            service = "demo",
+            "no configuration file: running on the embedded broker (no Redis) with the WebSocket \
+             listener on 127.0.0.1:9000, the publish API on 127.0.0.1:9001 and one service, \
+             `demo`, open to anonymous clients"
+        );
+    }
     let metrics = Arc::new(Metrics::new(cfg.metrics.log.is_some()));
     start_metrics(&cfg, &metrics).await;
 
@@ -135,16 +145,23 @@ pub async fn run(cfg: Config) -> i32 {
         }
     };
 
-    // Brokers, connected in parallel (R-RED-1).
-    let labels = ["redis", "redis_alt"];
-    let connecting = cfg
-        .redis_connections()
-        .into_iter()
-        .zip(labels)
-        .map(|(rc, label)| broker::redis::connect(rc, label));
+    // Brokers: the embedded one, or Redis (and Redis-alt) connected in parallel (R-RED-1).
     let mut brokers: Vec<Arc<dyn Broker>> = Vec::new();
     let mut streams = Vec::new();
-    for result in futures_util::future::join_all(connecting).await {
+    let connected = match cfg.broker {
+        BrokerKind::Memory => vec![Ok(broker::memory::start())],
+        BrokerKind::Redis => {
+            let publish = cfg.api.is_some();
+            let labels = ["redis", "redis_alt"];
+            let connecting = cfg
+                .redis_connections()
+                .into_iter()
+                .zip(labels)
+                .map(|(rc, label)| broker::redis::connect(rc, label, publish));
+            futures_util::future::join_all(connecting).await
+        }
+    };
+    for result in connected {
         match result {
             Ok(c) => {
                 metrics.set_broker_connected(c.broker.label(), true);
@@ -157,7 +174,6 @@ pub async fn run(cfg: Config) -> i32 {
             }
         }
     }
-
     let hub = Hub::new(brokers.clone(), metrics.clone());
     let app = Arc::new(App::new(cfg.clone(), http, hub, metrics.clone()));
 
@@ -172,6 +188,24 @@ pub async fn run(cfg: Config) -> i32 {
             return 1;
         }
     };
+    if let Some(api_cfg) = &cfg.api {
+        let listener = match TcpListener::bind((bind_host(&api_cfg.host), api_cfg.port.0)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    error = %format!("cannot listen on {}:{}: {e}", api_cfg.host, api_cfg.port.0),
+                    "unhandled exception"
+                );
+                return 1;
+            }
+        };
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(api_cfg.port.0);
+        tracing::info!(host = api_cfg.host.as_str(), port, "publish API listening");
+        tokio::spawn(crate::api::serve(app.clone(), api_cfg.clone(), listener));
+    }
     let tls = match cfg.tls_files() {
         None => None,
         Some((cert, key)) => match crate::tls::acceptor(cert, key) {

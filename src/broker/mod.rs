@@ -5,6 +5,7 @@
 //! hands to the hub. Delivery semantics (filter fields, order, throttle) live above this trait,
 //! in the hub and the session, so every broker gets them unchanged.
 
+pub mod memory;
 pub mod redis;
 
 use std::future::Future;
@@ -37,6 +38,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Unsubscribes from `channel`. Issued before this returns (ordered with `subscribe`); never
     /// waits for the broker, so a frozen broker cannot stall a session's end (R-DEF-5).
     fn unsubscribe(&self, channel: &str);
+
+    /// Publishes `payload` on `channel` (prefix included), for the HTTP publish API. With
+    /// Redis this is a PUBLISH, so every node subscribed to the channel delivers it.
+    fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>>;
 
     /// Round-trips a ping; used for the liveness check (R-RED-4).
     fn ping(&self) -> BoxFuture<Result<(), String>>;

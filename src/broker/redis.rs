@@ -20,12 +20,15 @@ pub struct RedisBroker {
     label: String,
     prefix: String,
     sink: PubSubSink,
+    /// A second, ordinary connection for PUBLISH (a subscriber connection cannot publish); only
+    /// opened when the HTTP publish API is on.
+    publisher: Option<redis::aio::MultiplexedConnection>,
     ping: Option<(Duration, Duration)>,
 }
 
 /// Connects, selects the database, and checks that Redis supports PING in subscriber mode
 /// (Redis >= 3.2) (R-RED-1).
-pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String> {
+pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Connected, String> {
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)
     } else {
@@ -43,6 +46,20 @@ pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String
         })?
         .map_err(|e| format!("{label}: {}:{}: {e}", cfg.host, cfg.port.0))?;
     let (mut sink, stream) = pubsub.split();
+    let publisher = if publish {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| {
+                format!(
+                    "{label}: connecting to {}:{} timed out",
+                    cfg.host, cfg.port.0
+                )
+            })?
+            .map_err(|e| format!("{label}: {}:{}: {e}", cfg.host, cfg.port.0))?;
+        Some(conn)
+    } else {
+        None
+    };
     tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<redis::Value>())
         .await
         .map_err(|_| format!("{label}: PING timed out"))?
@@ -58,6 +75,7 @@ pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String
         label: label.to_owned(),
         prefix: cfg.channel_prefix.clone(),
         sink,
+        publisher,
         ping,
     });
     let messages = stream
@@ -106,6 +124,24 @@ impl Broker for RedisBroker {
         drop(issue_now(async move {
             let _ = sink.unsubscribe(&channel).await;
         }));
+    }
+
+    fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
+        let Some(mut conn) = self.publisher.clone() else {
+            return Box::pin(std::future::ready(Err(
+                "this broker was connected without a publisher".to_owned(),
+            )));
+        };
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn ping(&self) -> BoxFuture<Result<(), String>> {

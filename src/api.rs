@@ -1,0 +1,202 @@
+//! The HTTP publish API: `POST /publish` (off unless `[api]` is configured).
+//!
+//! The body is exactly what a service would PUBLISH to Redis — a message object
+//! (`subscription`, `data`, optional `options`, `published_at` and filter fields) — or a JSON
+//! array of them (published in order). Each message goes to the primary broker on the channel
+//! `channel_prefix + subscription`: with Redis it is a PUBLISH, so every node delivers it; with
+//! the embedded broker it is delivered by this process.
+//!
+//! Answers: `200 {"status": "ok", "published": N}`; `400` for a body that is not a message or
+//! an array of messages (the error names the message and the problem); `401` without the right
+//! key; `413` for a body over `api.max_body_size`; `503` when the broker refuses.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::config::ApiConfig;
+use crate::publish::{Published, Rejected};
+use crate::pyjson;
+
+#[derive(Clone)]
+struct ApiState {
+    app: Arc<App>,
+    key: Option<Arc<str>>,
+}
+
+pub fn router(app: Arc<App>, cfg: &ApiConfig) -> Router {
+    let key = cfg
+        .api_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(Arc::from);
+    Router::new()
+        .route("/publish", post(publish))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "Not found: use POST /publish.") })
+        .layer(DefaultBodyLimit::max(cfg.max_body_size))
+        .with_state(ApiState { app, key })
+}
+
+/// Serves the API on an already-bound listener until the task is dropped.
+pub async fn serve(app: Arc<App>, cfg: ApiConfig, listener: tokio::net::TcpListener) {
+    if let Err(e) = axum::serve(listener, router(app, &cfg)).await {
+        tracing::error!(error = %e, "publish API failed");
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, text: &str) -> Response {
+    json_response(status, json!({"status": "error", "error": text}))
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    given.len() == key.len() && given.iter().zip(key).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    [bearer, api_key]
+        .into_iter()
+        .flatten()
+        .any(|given| same_key(given.as_bytes(), key.as_bytes()))
+}
+
+/// Checks one message the way the delivery path will read it.
+fn check(value: &Value, index: Option<usize>) -> Result<String, String> {
+    let at = |what: &str| match index {
+        Some(i) => format!("message {i}: {what}"),
+        None => what.to_owned(),
+    };
+    let Value::Object(obj) = value else {
+        return Err(at("a message must be a JSON object"));
+    };
+    match obj.get("subscription") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        Some(_) => return Err(at("`subscription` must be a non-empty string")),
+        None => return Err(at("`subscription` is required")),
+    }
+    if !obj.contains_key("data") {
+        return Err(at("`data` is required"));
+    }
+    let payload = value.to_string();
+    match Published::decode(payload.as_bytes()) {
+        Ok(_) => Ok(payload),
+        Err(Rejected::Dropped(why)) => Err(at(why)),
+        Err(Rejected::NotJson | Rejected::InvalidEvent(_)) => Err(at("not a valid message")),
+    }
+}
+
+async fn publish(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(key) = &st.key {
+        if !authorized(&headers, key) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid API key: send it as `Authorization: Bearer <key>`.",
+            );
+        }
+    }
+    let value = match pyjson::parse_bytes(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "The body must be JSON: a message object or an array of them.",
+            );
+        }
+    };
+    let payloads: Result<Vec<(String, String)>, String> = match &value {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| check(v, Some(i)).map(|p| (subscription_of(v), p)))
+            .collect(),
+        v => check(v, None).map(|p| vec![(subscription_of(v), p)]),
+    };
+    let payloads = match payloads {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let Some(broker) = st.app.hub.brokers().first() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "No broker.");
+    };
+    let n = payloads.len();
+    for (subscription, payload) in payloads {
+        let channel = format!("{}{}", broker.prefix(), subscription);
+        if let Err(e) = broker.publish(&channel, payload.into_bytes()).await {
+            tracing::error!(channel, error = e.as_str(), "publish failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("Publishing failed: {e}"),
+            );
+        }
+    }
+    json_response(StatusCode::OK, json!({"status": "ok", "published": n}))
+}
+
+fn subscription_of(v: &Value) -> String {
+    v.get("subscription")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "k"));
+        h.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        assert!(authorized(&h, "k"));
+        assert!(!authorized(&h, "kk"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k".parse().unwrap());
+        assert!(authorized(&h, "k"));
+    }
+
+    #[test]
+    fn message_checks() {
+        assert!(check(&json!({"subscription": "a.b", "data": null}), None).is_ok());
+        assert_eq!(
+            check(&json!({"data": 1}), Some(2)).unwrap_err(),
+            "message 2: `subscription` is required"
+        );
+        assert!(check(&json!({"subscription": 5, "data": 1}), None).is_err());
+        assert!(check(&json!({"subscription": "a.b"}), None).is_err());
+        assert!(check(&json!([1]), None).is_err());
+        assert!(
+            check(
+                &json!({"subscription": "a.b", "data": 1, "options": null}),
+                None
+            )
+            .unwrap_err()
+            .contains("options")
+        );
+    }
+}

@@ -81,6 +81,9 @@ pub struct Metrics {
     outbound_queue_bytes: IntGauge,
     slow_consumers: IntCounter,
     rate_limited: IntCounter,
+    /// Set when a shutdown starts: `/readyz` then answers 503 although the service state stays 1
+    /// until the end (R-SHUT-4).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -165,7 +168,19 @@ impl Metrics {
             outbound_queue_bytes,
             slow_consumers,
             rate_limited,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A shutdown started: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether load balancers should send new clients here: ready and not shutting down.
+    pub fn accepts_clients(&self) -> bool {
+        self.is_ready() && !self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether the log provider (`[metrics.log]`) is enabled.
@@ -349,7 +364,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    if metrics.is_ready() {
+    if metrics.accepts_clients() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -288,6 +288,7 @@ pub async fn run(cfg: Config) -> i32 {
     // Shutdown (R-SHUT-1).
     tracing::info!(reason = ?trigger, "shutting down");
     app.begin_shutdown();
+    metrics.set_draining();
     drop(listener);
     for s in app.sessions() {
         s.close(1000, "");

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +39,11 @@ pub fn router(app: Arc<App>, cfg: &ApiConfig) -> Router {
         .filter(|k| !k.is_empty())
         .map(Arc::from);
     Router::new()
-        .route("/publish", post(publish))
+        .route(
+            "/publish",
+            post(publish)
+                .fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "Use POST /publish.") }),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not found: use POST /publish.") })
         .layer(DefaultBodyLimit::max(cfg.max_body_size))
         .with_state(ApiState { app, key })
@@ -70,11 +75,13 @@ fn same_key(given: &[u8], key: &[u8]) -> bool {
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    // The scheme is case-insensitive (RFC 7235).
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
     let api_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -110,7 +117,11 @@ fn check(value: &Value, index: Option<usize>) -> Result<String, String> {
     }
 }
 
-async fn publish(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Some(key) = &st.key {
         if !authorized(&headers, key) {
             return error(
@@ -119,6 +130,16 @@ async fn publish(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) ->
             );
         }
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The body is larger than api.max_body_size.",
+            );
+        }
+        Err(e) => return error(e.status(), &e.body_text()),
+    };
     let value = match pyjson::parse_bytes(&body) {
         Ok(v) => v,
         Err(_) => {
@@ -175,6 +196,10 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
         assert!(authorized(&h, "k"));
         assert!(!authorized(&h, "kk"));
+        h.insert(header::AUTHORIZATION, "bearer k".parse().unwrap());
+        assert!(authorized(&h, "k"));
+        h.insert(header::AUTHORIZATION, "Basic k".parse().unwrap());
+        assert!(!authorized(&h, "k"));
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "k".parse().unwrap());
         assert!(authorized(&h, "k"));

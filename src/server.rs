@@ -375,8 +375,14 @@ async fn receive(
                 None => break,
             }
         }
+        let mut dispatched = 0;
         while let Some(m) = batch.pop_front() {
             app.hub.dispatch(index, &m.channel, &m.payload, batch.len());
+            dispatched += 1;
+            if dispatched % 8 == 0 {
+                // Let the sessions' writers drain what this batch queued.
+                tokio::task::yield_now().await;
+            }
         }
         if ended {
             return;
@@ -870,6 +876,7 @@ async fn write_loop<S>(
     let mut closed = false;
     let mut broken = false;
     while let Some(first) = rx.recv().await {
+        session.outbox().set_writer_busy(true);
         let mut next = Some(first);
         let mut n = 0;
         while let Some(out) = next.take() {
@@ -919,5 +926,6 @@ async fn write_loop<S>(
         if !broken && sink.flush().await.is_err() {
             broken = true;
         }
+        session.outbox().set_writer_busy(false);
     }
 }

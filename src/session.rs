@@ -10,7 +10,7 @@
 //! exceed the budget (a client that stopped reading) is disconnected — the slow-consumer policy.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +46,21 @@ pub enum Out {
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
     queued: AtomicUsize,
+    /// Since when (milliseconds on [`clock_ms`]) the writer has been writing without finishing
+    /// its batch; 0 when it is idle. A writer stuck for long on a full socket means the client
+    /// does not read.
+    busy_since_ms: AtomicU64,
+}
+
+/// How long the writer may be stuck on a full socket, with the queue over its budget, before the
+/// client counts as a slow consumer.
+const SLOW_CONSUMER_GRACE_MS: u64 = 1000;
+
+/// Milliseconds since the first call (a monotonic clock; never 0).
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    start.elapsed().as_millis() as u64 + 1
 }
 
 impl Outbox {
@@ -53,7 +68,20 @@ impl Outbox {
         Outbox {
             tx,
             queued: AtomicUsize::new(0),
+            busy_since_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The writer starts writing a batch (`true`) or has written everything queued (`false`).
+    pub fn set_writer_busy(&self, busy: bool) {
+        let v = if busy { clock_ms() } else { 0 };
+        self.busy_since_ms.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether the writer has been stuck for longer than the grace period.
+    fn writer_stuck(&self) -> bool {
+        let since = self.busy_since_ms.load(Ordering::Relaxed);
+        since != 0 && clock_ms().saturating_sub(since) > SLOW_CONSUMER_GRACE_MS
     }
 
     fn push_text(&self, text: Utf8Bytes) -> usize {
@@ -273,13 +301,17 @@ impl Session {
         self.out.push_text(text.into());
     }
 
-    /// Sends a push; a session over its byte budget is disconnected (slow consumer).
+    /// Sends a push. The slow-consumer policy: a session whose queue is over its byte budget
+    /// while its writer has been stuck on a full socket for a second (the client does not read),
+    /// or whose queue is four times over budget (the client reads slower than it is sent to), is
+    /// disconnected with close code 1008. A burst that a reading client drains is not.
     fn push(&self, frame: Utf8Bytes) {
         if self.is_closing() {
             return;
         }
         let queued = self.out.push_text(frame);
-        if queued > self.app.cfg.limits.max_outbound_bytes {
+        let budget = self.app.cfg.limits.max_outbound_bytes;
+        if queued > budget && (queued > budget.saturating_mul(4) || self.out.writer_stuck()) {
             tracing::warn!(
                 session = self.id,
                 queued_bytes = queued,
@@ -885,7 +917,15 @@ impl Session {
     /// each followed by `before_unsubscribe` and `on_unsubscribe`, whose answers are ignored.
     pub async fn end(&self) {
         self.mark_closing();
-        let names: Vec<String> = self.lock().subs.keys().rev().cloned().collect();
+        // Stop every periodic task first: while the removals below wait for their callbacks, no
+        // heartbeat or renewal of a later subscription may start.
+        let names: Vec<String> = {
+            let mut st = self.lock();
+            for sub in st.subs.values_mut() {
+                sub.stop_tasks(true);
+            }
+            st.subs.keys().rev().cloned().collect()
+        };
         for name in names {
             let Some(removed) = self.remove_sub(&name, None, true) else {
                 continue;

@@ -1958,7 +1958,12 @@ async fn r_cfg_1_version_help_and_check_config_without_file() {
     // Without -c the server runs on the embedded broker (issue 6; tested in tests/api.rs), but
     // --check-config needs a file.
     let m = run_cli(vec!["--check-config".into()], secs(10.0)).await;
-    assert_eq!(m.status.code(), Some(2), "--check-config without -c: {}", m.status);
+    assert_eq!(
+        m.status.code(),
+        Some(2),
+        "--check-config without -c: {}",
+        m.status
+    );
     assert!(m.stderr.contains("-c FILE.toml"), "{}", m.stderr);
 }
 

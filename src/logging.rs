@@ -28,7 +28,7 @@
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -428,21 +428,7 @@ impl Visit for Fields {
 
 /// `2026-11-24T21:13:15.200233Z`; the fraction is left out when it is zero (Python `isoformat`).
 pub fn format_timestamp(t: DateTime<Utc>) -> String {
-    let micros = (t.timestamp_subsec_nanos() / 1000).min(999_999);
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if micros != 0 {
-        s.push_str(&format!(".{micros:06}"));
-    }
-    s.push('Z');
-    s
+    crate::isotime::log_timestamp(t)
 }
 
 fn json_level(level: &Level) -> &'static str {

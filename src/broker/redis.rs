@@ -36,27 +36,11 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
     };
     let url = format!("redis://{}:{}/{}", host, cfg.port.0, cfg.db);
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("{label}: {e}"))?;
-    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| {
-            format!(
-                "{label}: connecting to {}:{} timed out",
-                cfg.host, cfg.port.0
-            )
-        })?
-        .map_err(|e| format!("{label}: {}:{}: {e}", cfg.host, cfg.port.0))?;
+    let at = format!("{label}: {}:{}", cfg.host, cfg.port.0);
+    let pubsub = within(&at, client.get_async_pubsub()).await?;
     let (mut sink, stream) = pubsub.split();
     let publisher = if publish {
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| {
-                format!(
-                    "{label}: connecting to {}:{} timed out",
-                    cfg.host, cfg.port.0
-                )
-            })?
-            .map_err(|e| format!("{label}: {}:{}: {e}", cfg.host, cfg.port.0))?;
-        Some(conn)
+        Some(within(&at, client.get_multiplexed_async_connection()).await?)
     } else {
         None
     };
@@ -85,6 +69,17 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
         })
         .boxed();
     Ok(Connected { broker, messages })
+}
+
+/// Connecting, bounded by [`CONNECT_TIMEOUT`], with errors that say where (`at`).
+async fn within<T>(
+    at: &str,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+        Err(_) => Err(format!("{at}: connecting timed out")),
+        Ok(r) => r.map_err(|e| format!("{at}: {e}")),
+    }
 }
 
 /// Polls a request future once so that the request is queued on the connection now, in call

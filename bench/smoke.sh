@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# CI smoke check of the delivery path under (light) load:
+#   bash bench/smoke.sh            # debug build (reuses what `cargo test` built)
+#   PROFILE=release bash bench/smoke.sh
+#   NO_BUILD=1 bash bench/smoke.sh # use the binaries already in target/$PROFILE
+# Starts a redis-server on a free port and our server on a free port (`ws.port = 0`, the port is
+# read from the JSON ready line), then runs `socketshark-bench fanout --smoke`: 50 clients on 5
+# topics, 200 messages; exits non-zero unless every expected message (200 x 10 subscribers)
+# arrived exactly once with no error. There is no timing assertion.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=${PROFILE:-debug}
+
+command -v redis-server >/dev/null || { echo "smoke: redis-server not found on PATH" >&2; exit 1; }
+
+if [ "$PROFILE" = release ]; then FLAG=--release; else FLAG=; fi
+# Built one at a time so the server keeps exactly its own dependency features.
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build $FLAG -p socketshark
+  cargo build $FLAG -p socketshark-bench
+fi
+SERVER="target/$PROFILE/socketshark"
+BENCH="target/$PROFILE/socketshark-bench"
+
+WORK=$(mktemp -d /tmp/socketshark-smoke.XXXXXX)
+REDIS_PID=""
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 100); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cat >"$WORK/smoke.toml" <<EOF
+[ws]
+host = "127.0.0.1"
+port = 0
+[ws.ping]
+interval = 0
+[log]
+level = "INFO"
+format = "json"
+[redis]
+host = "127.0.0.1"
+port = $REDIS_PORT
+[services.bench]
+require_authentication = false
+EOF
+"$SERVER" -c "$WORK/smoke.toml" 2>"$WORK/server.log" &
+SERVER_PID=$!
+PORT=""
+for _ in $(seq 200); do
+  PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
+  [ -n "$PORT" ] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$PORT" ]; then
+  echo "smoke: the server did not become ready; its log:" >&2
+  cat "$WORK/server.log" >&2
+  exit 1
+fi
+
+set +e
+"$BENCH" fanout --smoke --url "ws://127.0.0.1:$PORT/" --redis "redis://127.0.0.1:$REDIS_PORT/"
+STATUS=$?
+set -e
+if [ "$STATUS" = 0 ]; then
+  echo "bench smoke: 1 passed, 0 failed"
+else
+  echo "bench smoke: 0 passed, 1 failed" >&2
+  tail -20 "$WORK/server.log" >&2
+fi
+exit "$STATUS"

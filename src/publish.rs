@@ -127,6 +127,13 @@ pub struct ExtraFields {
 }
 
 impl ExtraFields {
+    /// The (shared) empty set: most subscriptions have no extra fields.
+    pub fn none() -> std::sync::Arc<ExtraFields> {
+        static NONE: std::sync::LazyLock<std::sync::Arc<ExtraFields>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::new(ExtraFields::new(Map::new())));
+        NONE.clone()
+    }
+
     pub fn new(map: Map<String, Value>) -> ExtraFields {
         let fragment = if map.keys().any(|k| FRAME_KEYS.contains(&k.as_str())) {
             None
@@ -197,7 +204,8 @@ pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -
             let mut m = Map::new();
             m.insert("event".into(), "message".into());
             m.insert("subscription".into(), name.into());
-            let data = serde_json::from_str(&msg.data).unwrap_or(Value::Null);
+            // The value already parsed (re-parsing would also hit serde_json's depth limit).
+            let data = msg.fields.get("data").cloned().unwrap_or(Value::Null);
             m.insert("data".into(), data);
             if let Some(p) = published_at {
                 m.insert("published_at".into(), p.into());
@@ -329,6 +337,33 @@ mod tests {
             f,
             r#"{"event":"message","subscription":"simple.topic","data":{"baz":"foo"},"extra":"bar","sent_at":"T"}"#
         );
+    }
+
+    /// Deep data survives the map-based path (found by fuzzing: re-parsing `data` hit serde_json's
+    /// default recursion limit and delivered `null`).
+    #[test]
+    fn deep_data_with_colliding_extra_fields() {
+        std::thread::Builder::new()
+            .stack_size(crate::pyjson::WORKER_STACK)
+            .spawn(|| {
+                let depth = 500;
+                let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                let payload = format!(r#"{{"subscription":"s.t","data":{data}}}"#);
+                let m = Published::decode(payload.as_bytes()).unwrap();
+                let extra =
+                    ExtraFields::new(parse(r#"{"event": "x"}"#).as_object().unwrap().clone());
+                let meta = Meta {
+                    live: None,
+                    sent_at: "T",
+                    with_published_at: true,
+                };
+                let f = frame("s.t", &m, &extra, meta);
+                let v = crate::pyjson::parse(&f).unwrap();
+                assert_eq!(v["data"].to_string(), data);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -117,6 +117,11 @@ pub fn parse_bytes(b: &[u8]) -> Result<Value, JsonError> {
 /// The deepest nesting of the brackets of `b` (outside JSON strings), or `Err(i)` where `b[i]` is
 /// the first bracket nested deeper than `max`.
 ///
+/// The deepest bracket nesting of a text outside JSON strings (exact for valid JSON).
+pub fn nesting(b: &[u8]) -> usize {
+    nesting_depth(b, usize::MAX).unwrap_or(usize::MAX)
+}
+
 /// A cheap scan, not a validator: it only has to be exact for valid JSON. For invalid JSON the
 /// answer does not matter much, since the text is rejected either way.
 fn nesting_depth(b: &[u8], max: usize) -> Result<usize, usize> {

@@ -9,7 +9,6 @@
 //! - The lock is a plain mutex held for map lookups only, never across an `.await`; the member
 //!   list is copy-on-write (`Arc<[..]>`) so a fan-out iterates it without holding the lock.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -32,12 +31,13 @@ type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 
 struct Channel {
     members: Arc<[Arc<dyn Member>]>,
-    /// Resolves when the channel is subscribed on every broker.
-    ready: Ready,
+    /// Resolves when the channel is subscribed on every broker; `None` once that is known
+    /// (no shared future is kept per channel).
+    ready: Option<Ready>,
 }
 
 pub struct Hub {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<foldhash::HashMap<String, Channel>>,
     brokers: Vec<Arc<dyn Broker>>,
     metrics: Arc<Metrics>,
 }
@@ -45,7 +45,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(brokers: Vec<Arc<dyn Broker>>, metrics: Arc<Metrics>) -> Hub {
         Hub {
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(foldhash::HashMap::default()),
             brokers,
             metrics,
         }
@@ -63,7 +63,10 @@ impl Hub {
             let mut members: Vec<_> = ch.members.iter().cloned().collect();
             members.push(member);
             ch.members = members.into();
-            return ch.ready.clone();
+            return match &ch.ready {
+                Some(r) => r.clone(),
+                None => futures_util::future::ready(Ok(())).boxed().shared(),
+            };
         }
         let futures: Vec<_> = self
             .brokers
@@ -82,10 +85,17 @@ impl Hub {
             name.to_owned(),
             Channel {
                 members: Arc::from(vec![member]),
-                ready: ready.clone(),
+                ready: Some(ready.clone()),
             },
         );
         ready
+    }
+
+    /// The channel's broker subscriptions are confirmed: forget the shared future.
+    pub fn confirmed(&self, name: &str) {
+        if let Some(ch) = self.channels.lock().unwrap().get_mut(name) {
+            ch.ready = None;
+        }
     }
 
     /// Removes the member from the name's channel; the last one out unsubscribes the channel on
@@ -179,7 +189,10 @@ pub struct Fanout {
     queue_size: usize,
     /// When the first frame was built (R-PUB-9 `sent_at`).
     sent_at: Option<String>,
-    frames: HashMap<String, Utf8Bytes>,
+    /// The frame for subscriptions without extra fields (the common case: no lookup).
+    plain: Option<Utf8Bytes>,
+    /// Frames for other sets of extra fields, by their serialised fragment.
+    frames: foldhash::HashMap<String, Utf8Bytes>,
 }
 
 impl Fanout {
@@ -189,13 +202,19 @@ impl Fanout {
             received_at,
             queue_size,
             sent_at: None,
-            frames: HashMap::new(),
+            plain: None,
+            frames: foldhash::HashMap::default(),
         }
     }
 
     /// The live frame of `msg` for a subscription with these extra fields.
     pub fn frame(&mut self, msg: &Published, extra: &ExtraFields) -> Utf8Bytes {
-        if let Some(f) = extra.fragment().and_then(|frag| self.frames.get(frag)) {
+        let fragment = extra.fragment();
+        if fragment == Some("") {
+            if let Some(f) = &self.plain {
+                return f.clone();
+            }
+        } else if let Some(f) = fragment.and_then(|frag| self.frames.get(frag)) {
             return f.clone();
         }
         let sent_at = self.sent_at.get_or_insert_with(publish::now);
@@ -205,8 +224,12 @@ impl Fanout {
             with_published_at: true,
         };
         let f = Utf8Bytes::from(publish::frame(&msg.subscription, msg, extra, meta));
-        if let Some(frag) = extra.fragment() {
-            self.frames.insert(frag.to_owned(), f.clone());
+        match fragment {
+            Some("") => self.plain = Some(f.clone()),
+            Some(frag) => {
+                self.frames.insert(frag.to_owned(), f.clone());
+            }
+            None => {}
         }
         f
     }

@@ -41,8 +41,6 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The WebSocket library keepalive of the reference (R-WS-8).
 const KEEPALIVE: Duration = Duration::from_secs(20);
-/// Frames written per flush at most.
-const MAX_BATCH: usize = 256;
 
 /// Why the server shuts down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +54,7 @@ fn ws_config(limits: &LimitsConfig) -> WebSocketConfig {
     // Small buffers: the read buffer is allocated eagerly per connection (tungstenite's default
     // is 128 KiB), and the write buffer only collects the frames of one flush.
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(4096)
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size))
@@ -274,7 +272,12 @@ pub async fn run(cfg: Config) -> i32 {
                     }
                     app.connection_opened();
                     let slot = ConnectionSlot(app.clone());
-                    tokio::spawn(accept(app.clone(), stream, remote, tls.clone(), slot));
+                    match &tls {
+                        None => tokio::spawn(accept_plain(app.clone(), stream, remote, slot)),
+                        Some(a) => {
+                            tokio::spawn(accept_tls(app.clone(), stream, remote, a.clone(), slot))
+                        }
+                    };
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little instead of spinning.
@@ -434,25 +437,28 @@ async fn refuse(mut stream: TcpStream, remote: SocketAddr) {
     .await;
 }
 
-/// Accepts one TCP connection: TLS (if configured), the WebSocket handshake, then the session.
-async fn accept(
+/// One plain TCP connection: the WebSocket handshake, then the session. Spawned as its own
+/// task so that its future has the plain layout (TLS state is large; idle memory matters).
+async fn accept_plain(app: Arc<App>, stream: TcpStream, remote: SocketAddr, _slot: ConnectionSlot) {
+    let _ = stream.set_nodelay(true);
+    handshake_and_serve(app, stream, remote).await;
+}
+
+/// One TLS connection: the TLS handshake, the WebSocket handshake, then the session.
+async fn accept_tls(
     app: Arc<App>,
     stream: TcpStream,
     remote: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    acceptor: tokio_rustls::TlsAcceptor,
     _slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
-    match tls {
-        None => handshake_and_serve(app, stream, remote).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => handshake_and_serve(app, s, remote).await,
-                Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
-            }
-        }
+    let tls_accept = Box::pin(acceptor.accept(stream));
+    match tokio::time::timeout(handshake_timeout, tls_accept).await {
+        Ok(Ok(s)) => Box::pin(handshake_and_serve(app, s, remote)).await,
+        Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
     }
 }
 
@@ -488,57 +494,67 @@ async fn handshake<S>(stream: &mut S) -> Result<Vec<u8>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// What to do with the request read so far. Parsing is done before any `.await`, so the
+    /// parser's header array never lives in the connection's future.
+    enum Step {
+        ReadMore,
+        Accept(String, usize),
+        Refuse(Refusal, String),
+    }
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(1024);
+        }
+        let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("connection closed during the handshake".into());
         }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > MAX_REQUEST_HEAD {
-                    let _ = respond(
-                        stream,
+        let step = {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => Step::Refuse(
+                    (
                         "431 Request Header Fields Too Large",
                         "",
                         "Request headers too large.\n",
-                    )
-                    .await;
-                    return Err("request head too large".into());
-                }
+                    ),
+                    "request head too large".into(),
+                ),
+                Ok(httparse::Status::Partial) => Step::ReadMore,
+                Err(e) => Step::Refuse(
+                    (
+                        "400 Bad Request",
+                        "",
+                        "Failed to open a WebSocket connection: invalid HTTP request.\n",
+                    ),
+                    format!("invalid HTTP request: {e}"),
+                ),
+                Ok(httparse::Status::Complete(head_len)) => match check_upgrade(&req) {
+                    Ok(key) => Step::Accept(
+                        tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                        head_len,
+                    ),
+                    Err(refusal) => Step::Refuse(refusal, refusal.2.trim_end().to_owned()),
+                },
             }
-            Err(e) => {
-                let _ = respond(
-                    stream,
-                    "400 Bad Request",
-                    "",
-                    "Failed to open a WebSocket connection: invalid HTTP request.\n",
-                )
-                .await;
-                return Err(format!("invalid HTTP request: {e}"));
+        };
+        match step {
+            Step::ReadMore => {}
+            Step::Accept(accept, head_len) => {
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                stream
+                    .write_all(response.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(buf.split_off(head_len));
             }
-            Ok(httparse::Status::Complete(head_len)) => {
-                return match check_upgrade(&req) {
-                    Ok(key) => {
-                        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-                        let response = format!(
-                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                        );
-                        stream
-                            .write_all(response.as_bytes())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        Ok(buf.split_off(head_len))
-                    }
-                    Err((status, extra_headers, body)) => {
-                        let _ = respond(stream, status, extra_headers, body).await;
-                        Err(body.trim_end().to_owned())
-                    }
-                };
+            Step::Refuse((status, headers, body), why) => {
+                let _ = respond(stream, status, headers, body).await;
+                return Err(why);
             }
         }
     }
@@ -687,13 +703,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::unbounded_channel();
     let id = app.next_session_id();
-    let session = Session::new(app.clone(), id, remote.to_string(), tx);
+    let session = Session::new(app.clone(), id, remote.to_string());
     app.register(session.clone());
     app.metrics.connection_opened();
     tracing::debug!(session = id, remote = %remote, "new session");
-    let writer = tokio::spawn(write_loop(sink, rx, session.clone()));
+    let writer = tokio::spawn(write_loop(sink, session.clone()));
 
     let ping_cfg = &app.cfg.ws.ping;
     let mut pingers: Vec<Pinger> = [
@@ -798,7 +813,9 @@ where
 
     // R-END-2: the session ends once no command is in progress.
     let server_closed = session.is_closing();
-    session.end().await;
+    // Boxed: the session end's callback futures would otherwise be part of every connection's
+    // (long-lived) future.
+    Box::pin(session.end()).await;
     if server_closed {
         // Let the close frame reach the client before the session counts as ended (shutdown
         // waits for sessions, then the process exits).
@@ -866,24 +883,20 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 /// Drains the session's outbox into the socket, one flush per batch of ready frames.
-async fn write_loop<S>(
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    session: Arc<Session>,
-) where
+async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, session: Arc<Session>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let outbox = session.outbox();
     let mut closed = false;
     let mut broken = false;
-    while let Some(first) = rx.recv().await {
-        session.outbox().set_writer_busy(true);
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(out) = next.take() {
+    loop {
+        let batch = outbox.next_batch().await;
+        outbox.set_writer_busy(true);
+        for out in batch {
             match out {
                 Out::Text(text) => {
-                    let len = text.len();
-                    session.outbox().written(len);
+                    outbox.written(text.len());
                     if closed || broken {
                         tracing::warn!(session = session.id, "attempted to send to closed socket");
                     } else {
@@ -918,14 +931,10 @@ async fn write_loop<S>(
                     return;
                 }
             }
-            n += 1;
-            if n < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
         }
         if !broken && sink.flush().await.is_err() {
             broken = true;
         }
-        session.outbox().set_writer_busy(false);
+        outbox.set_writer_busy(false);
     }
 }

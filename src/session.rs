@@ -9,7 +9,7 @@
 //! unbounded queue with a byte budget: replies are never dropped, and a session whose pushes
 //! exceed the budget (a client that stopped reading) is disconnected — the slow-consumer policy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -42,9 +42,12 @@ pub enum Out {
     Finish,
 }
 
-/// The session's outgoing queue with its byte budget.
+/// The session's outgoing queue with its byte budget. A plain queue under a mutex: the writer
+/// takes everything queued at once (one flush per batch), and an idle session holds no buffer.
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Out>,
+    queue: Mutex<VecDeque<Out>>,
+    /// Notified when the queue goes from empty to non-empty.
+    ready: Notify,
     queued: AtomicUsize,
     /// Since when (milliseconds on [`clock_ms`]) the writer has been writing without finishing
     /// its batch; 0 when it is idle. A writer stuck for long on a full socket means the client
@@ -63,12 +66,51 @@ pub fn clock_ms() -> u64 {
     start.elapsed().as_millis() as u64 + 1
 }
 
-impl Outbox {
-    pub fn new(tx: mpsc::UnboundedSender<Out>) -> Outbox {
+impl Default for Outbox {
+    fn default() -> Self {
         Outbox {
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
             queued: AtomicUsize::new(0),
             busy_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Outbox {
+    fn push(&self, out: Out) {
+        let was_empty = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = q.is_empty();
+            q.push_back(out);
+            was_empty
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    fn push_text(&self, text: Utf8Bytes) -> usize {
+        let len = text.len();
+        let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
+        self.push(Out::Text(text));
+        total
+    }
+
+    fn push_control(&self, out: Out) {
+        self.push(out);
+    }
+
+    /// Everything queued, waiting until there is something (for the writer).
+    pub async fn next_batch(&self) -> VecDeque<Out> {
+        loop {
+            {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if !q.is_empty() {
+                    return std::mem::take(&mut *q);
+                }
+            }
+            self.ready.notified().await;
         }
     }
 
@@ -82,17 +124,6 @@ impl Outbox {
     fn writer_stuck(&self) -> bool {
         let since = self.busy_since_ms.load(Ordering::Relaxed);
         since != 0 && clock_ms().saturating_sub(since) > SLOW_CONSUMER_GRACE_MS
-    }
-
-    fn push_text(&self, text: Utf8Bytes) -> usize {
-        let len = text.len();
-        let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
-        let _ = self.tx.send(Out::Text(text));
-        total
-    }
-
-    fn push_control(&self, out: Out) {
-        let _ = self.tx.send(out);
     }
 
     /// Called by the writer once a text frame of `len` bytes left the queue.
@@ -156,9 +187,10 @@ struct State {
     /// Session auth fields; the session is authenticated iff non-empty (R-AUTH-7).
     auth: Map<String, Value>,
     /// Active subscriptions in subscription order (R-END-2 removes them in reverse).
-    subs: IndexMap<String, Sub>,
-    /// Names being subscribed (R-SUB-6..9) and the messages buffered for them (R-SUB-10).
-    acquiring: HashMap<String, Vec<Arc<Published>>>,
+    subs: IndexMap<String, Sub, foldhash::fast::RandomState>,
+    /// The name being subscribed (R-SUB-6..9; commands run one at a time, so there is at most
+    /// one) and the messages buffered for it (R-SUB-10).
+    acquiring: Option<(String, Vec<Arc<Published>>)>,
     next_instance: u64,
 }
 
@@ -219,18 +251,13 @@ impl Drop for RemovalInFlight<'_> {
 }
 
 impl Session {
-    pub fn new(
-        app: Arc<App>,
-        id: u64,
-        remote: String,
-        tx: mpsc::UnboundedSender<Out>,
-    ) -> Arc<Session> {
+    pub fn new(app: Arc<App>, id: u64, remote: String) -> Arc<Session> {
         let max_callbacks = app.cfg.limits.max_concurrent_callbacks;
         Arc::new_cyclic(|weak| Session {
             id,
             remote,
             app,
-            out: Outbox::new(tx),
+            out: Outbox::default(),
             state: Mutex::new(State::default()),
             closing: AtomicBool::new(false),
             close_requested: Notify::new(),
@@ -662,7 +689,7 @@ impl Session {
         }
 
         // R-SUB-6: hold the channel; buffer what arrives for it until the subscription is active.
-        self.lock().acquiring.insert(name.to_owned(), Vec::new());
+        self.lock().acquiring = Some((name.to_owned(), Vec::new()));
         let me: Arc<dyn Member> = self.strong();
         if let Err(e) = self.app.hub.acquire(name, me).await {
             self.abandon(name);
@@ -672,6 +699,8 @@ impl Session {
                 format!("broker subscription failed: {e}"),
             ));
         }
+        // This session holds the channel, so it is the one just confirmed.
+        self.app.hub.confirmed(name);
 
         // R-SUB-7: before_subscribe. A refusal leaves no trace (R-DEF-1).
         let answer = match &svc.before_subscribe {
@@ -703,11 +732,15 @@ impl Session {
         // R-SUB-8..11: register, evaluate the answer like a published message, reply, deliver
         // the buffered messages, start the periodic tasks — all under the state lock, so the
         // reply precedes the buffered messages, which precede live ones.
-        let extra = Arc::new(ExtraFields::new(extra));
+        let extra = if extra.is_empty() {
+            ExtraFields::none()
+        } else {
+            Arc::new(ExtraFields::new(extra))
+        };
         {
             let mut guard = self.lock();
             let st = &mut *guard;
-            let buffered = st.acquiring.remove(name).unwrap_or_default();
+            let buffered = st.acquiring.take().map(|(_, b)| b).unwrap_or_default();
             st.next_instance += 1;
             let instance = st.next_instance;
             let mut sub = Sub {
@@ -766,7 +799,7 @@ impl Session {
 
     /// Undoes R-SUB-6 after a refused subscribe (R-DEF-1).
     fn abandon(&self, name: &str) {
-        self.lock().acquiring.remove(name);
+        self.lock().acquiring = None;
         self.app.hub.release(name, self.id);
     }
 
@@ -1313,9 +1346,11 @@ impl Member for Session {
             return;
         }
         let mut st = self.lock();
-        if let Some(buffer) = st.acquiring.get_mut(channel) {
-            buffer.push(msg.clone());
-            return;
+        if let Some((name, buffer)) = &mut st.acquiring {
+            if name == channel {
+                buffer.push(msg.clone());
+                return;
+            }
         }
         self.pipeline(&mut st, msg, Some(fanout));
     }

@@ -382,7 +382,7 @@ async fn receive(
         while let Some(m) = batch.pop_front() {
             app.hub.dispatch(index, &m.channel, &m.payload, batch.len());
             dispatched += 1;
-            if dispatched % 8 == 0 {
+            if dispatched % 64 == 0 {
                 // Let the sessions' writers drain what this batch queued.
                 tokio::task::yield_now().await;
             }

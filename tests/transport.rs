@@ -207,3 +207,23 @@ async fn r_ws_8_library_keepalive_closes_unresponsive_clients() {
         .await;
     assert_eq!(r, json!({"event": "pong", "data": "alive"}));
 }
+
+/// R-CFG-6: when the Prometheus listener cannot bind, the server still starts (and serves
+/// WebSocket clients) without a metrics endpoint, logging the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_cfg_6_metrics_port_taken_is_not_fatal() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let env = TestEnv::start_with(|cfg| {
+        cfg.set("metrics.prometheus.host", "127.0.0.1");
+        cfg.set("metrics.prometheus.port", port);
+    })
+    .await;
+    env.server
+        .wait_event("could not start the metrics endpoint", secs(5.0))
+        .await;
+    let mut c = env.client().await;
+    let r = c.request(&json!({"event": "ping", "data": "up"})).await;
+    assert_eq!(r, json!({"event": "pong", "data": "up"}));
+    drop(taken);
+}

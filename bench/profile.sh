@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Where the server's CPU goes during a fan-out: `perf record` of our server under a fixed load.
+#   bash bench/profile.sh                     # 1000 clients / 10 topics at 6000 msgs/s, 8 s
+#   CLIENTS=10000 TOPICS=10000 RATE=40000 bash bench/profile.sh
+#   NO_BUILD=1 bash bench/profile.sh          # use the binaries already in target/release
+# Same placement as compare.sh: server on CPU 0, load tool and redis-server on CPU 1. Prints the
+# load tool's JSON line, the share of the server's samples per DSO (kernel vs our binary vs libc)
+# and the top symbols (self time), and leaves perf.data in the work directory it names.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${CLIENTS:-1000}
+TOPICS=${TOPICS:-10}
+RATE=${RATE:-6000}
+DURATION=${DURATION:-8}
+
+for tool in redis-server perf taskset; do
+  command -v "$tool" >/dev/null || { echo "profile: $tool not found on PATH" >&2; exit 1; }
+done
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release -p socketshark
+  cargo build --release -p socketshark-bench
+fi
+SERVER=$PWD/target/release/socketshark
+BENCH=$PWD/target/release/socketshark-bench
+
+WORK=$(mktemp -d /tmp/socketshark-profile.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+REDIS_PORT=$(free_port)
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+  --client-output-buffer-limit 'pubsub 0 0 0' >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+cat >"$WORK/server.toml" <<EOF
+[ws]
+host = "127.0.0.1"
+port = 0
+[ws.ping]
+interval = 0
+[log]
+level = "INFO"
+format = "json"
+[redis]
+host = "127.0.0.1"
+port = $REDIS_PORT
+channel_prefix = ""
+[limits]
+max_events_per_second = 0
+max_outbound_bytes = 1073741824
+max_subscriptions = 0
+max_connections = 0
+[services.bench]
+require_authentication = false
+EOF
+taskset -c 0 "$SERVER" -c "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+PORT=""
+for _ in $(seq 200); do
+  PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
+  [ -n "$PORT" ] && break
+  sleep 0.05
+done
+[ -n "$PORT" ] || { echo "profile: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+
+# Publishing starts once every client is subscribed (under a second for 10 000 on ours): the
+# recording starts 3 s after Redis holds every topic and lasts half the publishing window.
+taskset -c 1 "$BENCH" fanout --url "ws://127.0.0.1:$PORT/" --redis "redis://127.0.0.1:$REDIS_PORT/" \
+  --clients "$CLIENTS" --topics "$TOPICS" --rate "$RATE" --duration "$DURATION" \
+  --server-pid "$SERVER_PID" --quiet-threshold 0 >"$WORK/bench.json" 2>"$WORK/bench.err" &
+BENCH_PID=$!
+PIDS+=("$BENCH_PID")
+for _ in $(seq 600); do
+  n=$(redis-cli -p "$REDIS_PORT" eval "return #redis.call('pubsub','channels')" 0)
+  [ "$n" -ge "$TOPICS" ] && break
+  sleep 0.1
+done
+sleep 3
+perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2)) 2>"$WORK/perf.err" || true
+wait "$BENCH_PID" || true
+cat "$WORK/bench.json"
+echo "--- server samples by DSO"
+perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+echo "--- top symbols (self)"
+perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
+  | grep -v '^#' | grep -v '^$' | head -30
+echo "(perf data: $WORK/perf.data)"

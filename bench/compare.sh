@@ -5,10 +5,12 @@
 #   bash bench/compare.sh --quick    # smaller sizes, a smoke run of the whole pipeline
 #
 # Options: --quick, --out FILE (default bench/RESULTS.md), --only ref|ours,
+#          --scenarios LIST (comma-separated subset of fanout1,fanout2,connect,idle,echo),
 #          --note TEXT (added to the report), --no-build (use the binaries in target/release).
 # Environment: REF_VENV=/path/to/venv (default: /work/venv if it has socketshark, else a venv
 # created under ${XDG_CACHE_HOME:-~/.cache}/socketshark-bench/venv); QUIET_THRESHOLD (0.25) and
-# QUIET_MAX_WAIT (30 s): the quiet-machine gate before each measurement (0 disables it).
+# QUIET_MAX_WAIT (30 s): the quiet-machine gate before each measurement (0 disables it);
+# WRITE_COALESCE: our ws.write_coalesce (default: the server's default).
 #
 # Each server runs pinned to CPU 0 (taskset -c 0); the load tool and the dedicated redis-server
 # share CPU 1. Every scenario gets a freshly started server. See bench/README.md.
@@ -19,6 +21,7 @@ ROOT=$(pwd)
 QUICK=0
 OUT="$ROOT/bench/RESULTS.md"
 ONLY=""
+SCENARIOS="fanout1,fanout2,connect,idle,echo"
 NOTE=""
 BUILD=1
 ARGS_ORIG=$(printf '%q ' "$@")
@@ -27,9 +30,10 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
+    --scenarios) SCENARIOS="$2"; shift ;;
     --note) NOTE="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
@@ -151,6 +155,7 @@ EOF
 [ws]
 host = "127.0.0.1"
 port = $WS_PORT
+${WRITE_COALESCE:+write_coalesce = $WRITE_COALESCE}
 
 [ws.ping]
 interval = 0
@@ -250,6 +255,7 @@ run_bench() { # kind scenario args...
 scenario() { # kind name args...
   local kind=$1 name=$2
   shift 2
+  case ",$SCENARIOS," in *",$name,"*) ;; *) return 0 ;; esac
   if start_server "$kind" "$name"; then
     local url="ws://127.0.0.1:$WS_PORT/"
     # Substitute the per-start placeholders.

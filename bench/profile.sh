@@ -3,6 +3,8 @@
 #   bash bench/profile.sh                     # 1000 clients / 10 topics at 6000 msgs/s, 8 s
 #   CLIENTS=10000 TOPICS=10000 RATE=40000 bash bench/profile.sh
 #   NO_BUILD=1 bash bench/profile.sh          # use the binaries already in target/release
+#   WRITE_COALESCE=0 bash bench/profile.sh    # ws.write_coalesce (default 0.005 s)
+#   SYSCALLS=1 bash bench/profile.sh          # count the server's socket syscalls per second instead
 # Same placement as compare.sh: server on CPU 0, load tool and redis-server on CPU 1. Prints the
 # load tool's JSON line, the share of the server's samples per DSO (kernel vs our binary vs libc)
 # and the top symbols (self time), and leaves perf.data in the work directory it names.
@@ -39,6 +41,7 @@ cat >"$WORK/server.toml" <<EOF
 [ws]
 host = "127.0.0.1"
 port = 0
+write_coalesce = ${WRITE_COALESCE:-0.005}
 [ws.ping]
 interval = 0
 [log]
@@ -80,6 +83,17 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 sleep 3
+if [ -n "${SYSCALLS:-}" ]; then
+  # Count the server's socket syscalls instead of sampling (tracepoints work where hardware
+  # counters do not).
+  perf stat -x, -e 'syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait' \
+    -p "$SERVER_PID" -o "$WORK/syscalls.csv" -- sleep $((DURATION / 2)) 2>"$WORK/perf.err" || true
+  wait "$BENCH_PID" || true
+  cat "$WORK/bench.json"
+  echo "--- server syscalls per second (over $((DURATION / 2)) s)"
+  awk -F, -v d=$((DURATION / 2)) '/syscalls:/ { printf "%-32s %12.0f\n", $3, $1 / d }' "$WORK/syscalls.csv"
+  exit 0
+fi
 perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2)) 2>"$WORK/perf.err" || true
 wait "$BENCH_PID" || true
 cat "$WORK/bench.json"

@@ -236,6 +236,9 @@ pub struct SslConfig {
     pub key: Option<PathBuf>,
 }
 
+/// Default `ws.write_coalesce`, seconds.
+pub const DEFAULT_WRITE_COALESCE: f64 = 0.005;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WsConfig {
@@ -243,6 +246,10 @@ pub struct WsConfig {
     pub port: Port,
     pub ping: PingConfig,
     pub ssl: Option<SslConfig>,
+    /// While pushes keep coming, a connection's socket is written at most once per this many
+    /// seconds (the frames queued meanwhile go out in one write); the first push after a pause,
+    /// replies, pings and closes are written at once. `0` writes every batch at once.
+    pub write_coalesce: Secs,
 }
 
 impl Default for WsConfig {
@@ -252,6 +259,7 @@ impl Default for WsConfig {
             port: Port(9000),
             ping: PingConfig::default(),
             ssl: None,
+            write_coalesce: Secs(DEFAULT_WRITE_COALESCE),
         }
     }
 }

@@ -882,16 +882,23 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Drains the session's outbox into the socket, one flush per batch of ready frames.
+/// Drains the session's outbox into the socket, one flush per batch of ready frames; while
+/// pushes keep coming, at most one batch per `ws.write_coalesce` (fewer, larger writes: the
+/// kernel's cost is per write, not per byte).
 async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, session: Arc<Session>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let outbox = session.outbox();
+    let coalesce = session.write_coalesce();
+    let mut coalesce_until = None;
     let mut closed = false;
     let mut broken = false;
     loop {
-        let batch = outbox.next_batch().await;
+        let batch = outbox.next_batch(coalesce_until).await;
+        if !coalesce.is_zero() {
+            coalesce_until = Some(Instant::now() + coalesce);
+        }
         outbox.set_writer_busy(true);
         for out in batch {
             match out {

@@ -48,6 +48,8 @@ pub struct Outbox {
     queue: Mutex<VecDeque<Out>>,
     /// Notified when the queue goes from empty to non-empty.
     ready: Notify,
+    /// A reply or control frame is queued: the writer does not linger (`ws.write_coalesce`).
+    urgent: AtomicBool,
     queued: AtomicUsize,
     /// Since when (milliseconds on [`clock_ms`]) the writer has been writing without finishing
     /// its batch; 0 when it is idle. A writer stuck for long on a full socket means the client
@@ -71,6 +73,7 @@ impl Default for Outbox {
         Outbox {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
+            urgent: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             busy_since_ms: AtomicU64::new(0),
         }
@@ -78,37 +81,57 @@ impl Default for Outbox {
 }
 
 impl Outbox {
-    fn push(&self, out: Out) {
-        let was_empty = {
+    /// Queues `out`. The writer is woken when the queue was empty, and for an `urgent` frame (a
+    /// reply or a control frame) also while it lingers before writing a batch of pushes.
+    fn push(&self, out: Out, urgent: bool) {
+        let wake = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = q.is_empty();
             q.push_back(out);
-            was_empty
+            if urgent {
+                self.urgent.store(true, Ordering::Relaxed);
+            }
+            was_empty || urgent
         };
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
     }
 
-    fn push_text(&self, text: Utf8Bytes) -> usize {
+    fn push_text(&self, text: Utf8Bytes, urgent: bool) -> usize {
         let len = text.len();
         let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
-        self.push(Out::Text(text));
+        self.push(Out::Text(text), urgent);
         total
     }
 
     fn push_control(&self, out: Out) {
-        self.push(out);
+        self.push(out, true);
     }
 
-    /// Everything queued, waiting until there is something (for the writer).
-    pub async fn next_batch(&self) -> VecDeque<Out> {
+    /// Everything queued, waiting until there is something (for the writer). With a
+    /// `coalesce_until` still ahead (the previous batch was taken less than `ws.write_coalesce`
+    /// ago), a queue of pushes only is left to fill until then; an urgent frame ends the wait.
+    pub async fn next_batch(&self, coalesce_until: Option<tokio::time::Instant>) -> VecDeque<Out> {
         loop {
-            {
+            let nonempty = {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if !q.is_empty() {
+                if !q.is_empty() && self.urgent.swap(false, Ordering::Relaxed) {
                     return std::mem::take(&mut *q);
                 }
+                !q.is_empty()
+            };
+            if nonempty {
+                if let Some(until) = coalesce_until.filter(|u| *u > Instant::now()) {
+                    // Boxed: a timer inline would grow every idle connection's writer task.
+                    tokio::select! {
+                        _ = Box::pin(tokio::time::sleep_until(until)) => {}
+                        _ = self.ready.notified() => {}
+                    }
+                }
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                self.urgent.store(false, Ordering::Relaxed);
+                return std::mem::take(&mut *q);
             }
             self.ready.notified().await;
         }
@@ -273,6 +296,11 @@ impl Session {
         &self.out
     }
 
+    /// `ws.write_coalesce` (the writer's linger between batches of pushes).
+    pub fn write_coalesce(&self) -> Duration {
+        self.app.cfg.ws.write_coalesce.duration()
+    }
+
     /// Whether the server is closing this session: no more pushes or replies are sent, and
     /// client frames are ignored (R-WS-12, R-PUB-10).
     pub fn is_closing(&self) -> bool {
@@ -325,7 +353,7 @@ impl Session {
         if self.is_closing() {
             return;
         }
-        self.out.push_text(text.into());
+        self.out.push_text(text.into(), true);
     }
 
     /// Sends a push. The slow-consumer policy: a session whose queue is over its byte budget
@@ -336,7 +364,7 @@ impl Session {
         if self.is_closing() {
             return;
         }
-        let queued = self.out.push_text(frame);
+        let queued = self.out.push_text(frame, false);
         let budget = self.app.cfg.limits.max_outbound_bytes;
         if queued > budget && (queued > budget.saturating_mul(4) || self.out.writer_stuck()) {
             tracing::warn!(

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 // ------------------------------------------------------------------------------------------
 // Local helpers
@@ -2136,4 +2137,86 @@ async fn channel_kept_while_another_session_holds_or_acquires() {
     refused.expect_silence(QUIET).await;
     acquirer.abort().await;
     env.redis.wait_channels(&[], WAIT).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// ws.write_coalesce (not in the reference: fewer, larger socket writes under load)
+// ------------------------------------------------------------------------------------------
+
+/// `ws.write_coalesce`: the first push after a pause is written at once; pushes that follow
+/// within the window wait for its end and go out together, in order; a reply ends the wait
+/// and comes after the pushes queued before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_coalesce_batches_pushes_but_never_delays_replies() {
+    let env = TestEnv::start_with(|c| {
+        c.set("ws.write_coalesce", 1.0);
+    })
+    .await;
+    let name = "simple.co";
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, name).await;
+    env.redis.wait_channels(&[name], WAIT).await;
+    // The subscribe reply opened a window: let it pass.
+    sleep_ms(1200).await;
+
+    let t0 = Instant::now();
+    env.redis
+        .publish_json(name, &service_message(name, json!("a")))
+        .await;
+    expect_msg(&mut c, name, &json!("a")).await;
+    let first = t0.elapsed();
+    assert!(
+        first < ms(500),
+        "the first push after a pause took {first:?}"
+    );
+
+    // Within the window: held until it ends (about 1 s after "a" was written).
+    let t1 = Instant::now();
+    for d in ["b", "c"] {
+        env.redis
+            .publish_json(name, &service_message(name, json!(d)))
+            .await;
+    }
+    c.expect_silence(ms(400)).await;
+    expect_msg(&mut c, name, &json!("b")).await;
+    expect_msg(&mut c, name, &json!("c")).await;
+    let held = t1.elapsed();
+    assert!(
+        held >= ms(500) && held < secs(3.0),
+        "coalesced pushes arrived after {held:?}"
+    );
+
+    // A new window is open: a push waits, a reply ends the wait and follows it.
+    env.redis
+        .publish_json(name, &service_message(name, json!("d")))
+        .await;
+    c.expect_silence(ms(300)).await;
+    let t2 = Instant::now();
+    c.send(&json!({"event": "ping", "data": "now"})).await;
+    expect_msg(&mut c, name, &json!("d")).await;
+    let r = within(WAIT, "pong", c.recv()).await;
+    assert_eq!(r, json!({"event": "pong", "data": "now"}));
+    let replied = t2.elapsed();
+    assert!(replied < ms(500), "the reply waited {replied:?}");
+}
+
+/// `ws.write_coalesce = 0` writes every batch at once (the behaviour without the setting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_coalesce_zero_writes_at_once() {
+    let env = TestEnv::start_with(|c| {
+        c.set("ws.write_coalesce", 0);
+    })
+    .await;
+    let name = "simple.nco";
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, name).await;
+    env.redis.wait_channels(&[name], WAIT).await;
+    for d in 0..20 {
+        let t = Instant::now();
+        env.redis
+            .publish_json(name, &service_message(name, json!(d)))
+            .await;
+        expect_msg(&mut c, name, &json!(d)).await;
+        assert!(t.elapsed() < ms(500), "push {d} took {:?}", t.elapsed());
+    }
 }

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Throughput of the HTTP publish API (`POST /publish`) under wrk, for the embedded broker and
+# for Redis, one message per request and batches of 100:
+#   bash bench/publish_api.sh                 # 10 s per case, 32 connections, wrk on CPU 1
+#   DURATION=5 CONNECTIONS=64 bash bench/publish_api.sh
+#   NO_BUILD=1 bash bench/publish_api.sh
+# Needs wrk (apt-get install -y wrk) and redis-server. The server runs pinned to CPU 0, wrk and
+# redis-server to CPU 1. No client is subscribed: this measures the API itself (HTTP, body
+# validation, hand-off to the broker: a PUBLISH with Redis); the delivery path is measured by
+# `socketshark-bench fanout`. Prints one JSON line per case: requests/s, messages/s, latency
+# (wrk's p50/p99) and non-2xx answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+
+for tool in wrk redis-server taskset; do
+  command -v "$tool" >/dev/null || { echo "publish_api: $tool not found on PATH" >&2; exit 1; }
+done
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release -p socketshark
+fi
+SERVER=$PWD/target/release/socketshark
+for bin in "$SERVER"; do
+  [ -x "$bin" ] || { echo "publish_api: $bin not built (cargo build --release --workspace)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/socketshark-publish-api.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+REDIS_PORT=$(free_port)
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+  >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+SUBSCRIPTION="bench.api"
+python3 - "$WORK" "$SUBSCRIPTION" <<'PY'
+import json, sys
+work, sub = sys.argv[1], sys.argv[2]
+one = json.dumps({"subscription": sub, "data": {"n": 1}})
+batch = json.dumps([{"subscription": sub, "data": {"n": i}} for i in range(100)])
+for name, body in (("one", one), ("batch", batch)):
+    with open(f"{work}/{name}.lua", "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f"wrk.body = {json.dumps(body)}\n")
+PY
+
+for broker in memory redis; do
+  API_PORT=$(free_port)
+  cat >"$WORK/server.toml" <<TOML
+broker = "$broker"
+[ws]
+host = "127.0.0.1"
+port = 0
+[ws.ping]
+interval = 0
+[log]
+level = "INFO"
+format = "json"
+[redis]
+host = "127.0.0.1"
+port = $REDIS_PORT
+channel_prefix = ""
+[api]
+host = "127.0.0.1"
+port = $API_PORT
+[limits]
+max_outbound_bytes = 1073741824
+[services.bench]
+require_authentication = false
+TOML
+  taskset -c 0 "$SERVER" -c "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  PORT=""
+  for _ in $(seq 200); do
+    PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
+    [ -n "$PORT" ] && break
+    sleep 0.05
+  done
+  [ -n "$PORT" ] || { echo "publish_api: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+  for kind in one batch; do
+    per=1
+    [ "$kind" = batch ] && per=100
+    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/$kind.lua" \
+      "http://127.0.0.1:$API_PORT/publish" >"$WORK/wrk-$broker-$kind.txt" 2>&1
+    python3 - "$WORK/wrk-$broker-$kind.txt" "$broker" "$kind" "$per" "$CONNECTIONS" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+broker, kind, per, conns = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return round(float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 3)
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", text, re.M))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors = re.search(r"Socket errors: (.*)", text)
+print(json.dumps({"scenario": "publish_api", "broker": broker, "messages_per_request": per,
+    "connections": conns, "requests_per_s": round(rps),
+    "messages_per_s": round(rps * per), "latency_p50_ms": ms(lat["50"]),
+    "latency_p99_ms": ms(lat["99"]), "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    "socket_errors": errors.group(1) if errors else None}))
+PY
+  done
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+done

@@ -25,17 +25,10 @@ fi
 SERVER=$PWD/target/release/socketshark
 BENCH=$PWD/target/release/socketshark-bench
 
-WORK=$(mktemp -d /tmp/socketshark-profile.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-REDIS_PORT=$(free_port)
-taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  --client-output-buffer-limit 'pubsub 0 0 0' >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+. bench/lib.sh
+KEEP_WORK=1 # perf.data stays
+bench_init profile
+start_redis 1 --client-output-buffer-limit 'pubsub 0 0 0'
 
 cat >"$WORK/server.toml" <<EOF
 [ws]
@@ -59,16 +52,7 @@ max_connections = 0
 [services.bench]
 require_authentication = false
 EOF
-taskset -c 0 "$SERVER" -c "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-PIDS+=("$SERVER_PID")
-PORT=""
-for _ in $(seq 200); do
-  PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
-  [ -n "$PORT" ] && break
-  sleep 0.05
-done
-[ -n "$PORT" ] || { echo "profile: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+start_server "$SERVER" "$WORK/server.toml" 0
 
 # Publishing starts once every client is subscribed (under a second for 10 000 on ours): the
 # recording starts 3 s after Redis holds every topic and lasts half the publishing window.

@@ -25,20 +25,9 @@ for bin in "$SERVER"; do
   [ -x "$bin" ] || { echo "publish_api: $bin not built (cargo build --release --workspace)" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/socketshark-publish-api.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-REDIS_PORT=$(free_port)
-taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+. bench/lib.sh
+bench_init publish-api
+start_redis 1
 
 SUBSCRIPTION="bench.api"
 python3 - "$WORK" "$SUBSCRIPTION" <<'PY'
@@ -77,16 +66,7 @@ max_outbound_bytes = 1073741824
 [services.bench]
 require_authentication = false
 TOML
-  taskset -c 0 "$SERVER" -c "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  PIDS+=("$SERVER_PID")
-  PORT=""
-  for _ in $(seq 200); do
-    PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
-    [ -n "$PORT" ] && break
-    sleep 0.05
-  done
-  [ -n "$PORT" ] || { echo "publish_api: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+  start_server "$SERVER" "$WORK/server.toml" 0
   for kind in one batch; do
     per=1
     [ "$kind" = batch ] && per=100

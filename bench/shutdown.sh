@@ -32,22 +32,9 @@ for bin in "$SERVER" "$BENCH"; do
   [ -x "$bin" ] || { echo "shutdown: $bin not built (cargo build --release --workspace)" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/socketshark-shutdown.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do
-  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-  sleep 0.1
-done
+. bench/lib.sh
+bench_init shutdown
+start_redis ""
 SERVICE_PORT=$(free_port)
 "$BENCH" service --port "$SERVICE_PORT" 2>"$WORK/service.log" &
 PIDS+=($!)
@@ -73,16 +60,7 @@ require_authentication = false
 before_unsubscribe = "http://127.0.0.1:$SERVICE_PORT/echo"
 on_unsubscribe = "http://127.0.0.1:$SERVICE_PORT/echo"
 EOF
-  "$SERVER" -c "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  PIDS+=("$SERVER_PID")
-  PORT=""
-  for _ in $(seq 200); do
-    PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
-    [ -n "$PORT" ] && break
-    sleep 0.05
-  done
-  [ -n "$PORT" ] || { echo "shutdown: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+  start_server "$SERVER" "$WORK/server.toml" ""
 
   "$BENCH" idle --url "ws://127.0.0.1:$PORT/" --clients "$CLIENTS" --subs 1 --service "$service" \
     --server-pid "$SERVER_PID" --settle 600 --quiet-threshold 0 >"$WORK/idle.out" 2>&1 &

@@ -22,23 +22,9 @@ fi
 SERVER="target/$PROFILE/socketshark"
 BENCH="target/$PROFILE/socketshark-bench"
 
-WORK=$(mktemp -d /tmp/socketshark-smoke.XXXXXX)
-REDIS_PID=""
-SERVER_PID=""
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-  if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 100); do
-  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-  sleep 0.1
-done
+. bench/lib.sh
+bench_init smoke
+start_redis ""
 
 cat >"$WORK/smoke.toml" <<EOF
 [ws]
@@ -55,20 +41,7 @@ port = $REDIS_PORT
 [services.bench]
 require_authentication = false
 EOF
-"$SERVER" -c "$WORK/smoke.toml" 2>"$WORK/server.log" &
-SERVER_PID=$!
-PORT=""
-for _ in $(seq 200); do
-  PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
-  [ -n "$PORT" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$PORT" ]; then
-  echo "smoke: the server did not become ready; its log:" >&2
-  cat "$WORK/server.log" >&2
-  exit 1
-fi
+start_server "$SERVER" "$WORK/smoke.toml" ""
 
 set +e
 "$BENCH" fanout --smoke --url "ws://127.0.0.1:$PORT/" --redis "redis://127.0.0.1:$REDIS_PORT/"

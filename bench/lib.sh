@@ -6,6 +6,10 @@
 #   free_port               prints a free TCP port on 127.0.0.1
 #   start_redis CPU [ARGS]  redis-server on a free port (pinned to CPU unless it is ""), sets
 #                           REDIS_PORT once it answers PING
+#   server_config FILE [TOP] [WS]
+#                           writes our base config to FILE: TOP (top-level keys), [ws] on
+#                           127.0.0.1 port 0 plus the lines WS, pings off, JSON logs at INFO,
+#                           [redis] on REDIS_PORT without prefix; append tables with cat >>
 #   start_server BIN CONFIG CPU
 #                           starts BIN -c CONFIG (pinned to CPU unless ""), its log in
 #                           $WORK/server.log; sets SERVER_PID, and PORT from the ready line
@@ -46,6 +50,25 @@ start_redis() {
   echo "redis-server did not answer on port $REDIS_PORT:" >&2
   cat "$WORK/redis.log" >&2
   exit 1
+}
+
+server_config() {
+  cat >"$1" <<EOF
+${2:-}
+[ws]
+host = "127.0.0.1"
+port = 0
+${3:-}
+[ws.ping]
+interval = 0
+[log]
+level = "INFO"
+format = "json"
+[redis]
+host = "127.0.0.1"
+port = $REDIS_PORT
+channel_prefix = ""
+EOF
 }
 
 start_server() {

@@ -30,20 +30,8 @@ KEEP_WORK=1 # perf.data stays
 bench_init profile
 start_redis 1 --client-output-buffer-limit 'pubsub 0 0 0'
 
-cat >"$WORK/server.toml" <<EOF
-[ws]
-host = "127.0.0.1"
-port = 0
-write_coalesce = ${WRITE_COALESCE:-0.005}
-[ws.ping]
-interval = 0
-[log]
-level = "INFO"
-format = "json"
-[redis]
-host = "127.0.0.1"
-port = $REDIS_PORT
-channel_prefix = ""
+server_config "$WORK/server.toml" "" "write_coalesce = ${WRITE_COALESCE:-0.005}"
+cat >>"$WORK/server.toml" <<EOF
 [limits]
 max_events_per_second = 0
 max_outbound_bytes = 1073741824

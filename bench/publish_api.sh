@@ -44,20 +44,8 @@ PY
 
 for broker in memory redis; do
   API_PORT=$(free_port)
-  cat >"$WORK/server.toml" <<TOML
-broker = "$broker"
-[ws]
-host = "127.0.0.1"
-port = 0
-[ws.ping]
-interval = 0
-[log]
-level = "INFO"
-format = "json"
-[redis]
-host = "127.0.0.1"
-port = $REDIS_PORT
-channel_prefix = ""
+  server_config "$WORK/server.toml" "broker = \"$broker\""
+  cat >>"$WORK/server.toml" <<EOF
 [api]
 host = "127.0.0.1"
 port = $API_PORT
@@ -65,7 +53,7 @@ port = $API_PORT
 max_outbound_bytes = 1073741824
 [services.bench]
 require_authentication = false
-TOML
+EOF
   start_server "$SERVER" "$WORK/server.toml" 0
   for kind in one batch; do
     per=1

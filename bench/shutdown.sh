@@ -40,19 +40,8 @@ SERVICE_PORT=$(free_port)
 PIDS+=($!)
 
 for service in plain cb; do
-  cat >"$WORK/server.toml" <<EOF
-[ws]
-host = "127.0.0.1"
-port = 0
-[ws.ping]
-interval = 0
-[log]
-level = "INFO"
-format = "json"
-[redis]
-host = "127.0.0.1"
-port = $REDIS_PORT
-channel_prefix = ""
+  server_config "$WORK/server.toml"
+  cat >>"$WORK/server.toml" <<EOF
 [services.plain]
 require_authentication = false
 [services.cb]

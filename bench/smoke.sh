@@ -26,18 +26,8 @@ BENCH="target/$PROFILE/socketshark-bench"
 bench_init smoke
 start_redis ""
 
-cat >"$WORK/smoke.toml" <<EOF
-[ws]
-host = "127.0.0.1"
-port = 0
-[ws.ping]
-interval = 0
-[log]
-level = "INFO"
-format = "json"
-[redis]
-host = "127.0.0.1"
-port = $REDIS_PORT
+server_config "$WORK/smoke.toml"
+cat >>"$WORK/smoke.toml" <<EOF
 [services.bench]
 require_authentication = false
 EOF

@@ -354,6 +354,11 @@ async fn watch_signals((mut term, mut int): (Signal, Signal), tx: mpsc::Unbounde
     }
 }
 
+/// The receive loop yields to the sessions' writers after this many messages...
+const YIELD_MESSAGES: usize = 64;
+/// ... or this many payload bytes, whichever comes first.
+const YIELD_BYTES: usize = 64 * 1024;
+
 /// Hands each broker message to the hub, in order. `queue_size` is the number of messages
 /// already received from the broker and still waiting behind the current one (R-PUB-9).
 async fn receive(
@@ -378,12 +383,16 @@ async fn receive(
                 None => break,
             }
         }
-        let mut dispatched = 0;
+        let (mut messages_since_yield, mut bytes_since_yield) = (0, 0);
         while let Some(m) = batch.pop_front() {
             app.hub.dispatch(index, &m.channel, &m.payload, batch.len());
-            dispatched += 1;
-            if dispatched % 64 == 0 {
-                // Let the sessions' writers drain what this batch queued.
+            messages_since_yield += 1;
+            bytes_since_yield += m.payload.len();
+            if messages_since_yield == YIELD_MESSAGES || bytes_since_yield >= YIELD_BYTES {
+                // Let the sessions' writers drain what this batch queued: between two yields a
+                // session's queue grows by at most about YIELD_BYTES, far below the slow-consumer
+                // limit (4 x limits.max_outbound_bytes, which is at least 64 KiB).
+                (messages_since_yield, bytes_since_yield) = (0, 0);
                 tokio::task::yield_now().await;
             }
         }

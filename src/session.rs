@@ -57,6 +57,10 @@ pub struct Outbox {
     busy_since_ms: AtomicU64,
 }
 
+/// Queued bytes that end the writer's `ws.write_coalesce` linger at once (at most a quarter of
+/// the smallest allowed `limits.max_outbound_bytes`).
+const COALESCE_FLUSH_BYTES: usize = 16 * 1024;
+
 /// How long the writer may be stuck on a full socket, with the queue over its budget, before the
 /// client counts as a slow consumer.
 const SLOW_CONSUMER_GRACE_MS: u64 = 1000;
@@ -101,7 +105,10 @@ impl Outbox {
     fn push_text(&self, text: Utf8Bytes, urgent: bool) -> usize {
         let len = text.len();
         let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
-        self.push(Out::Text(text), urgent);
+        // A backlog big enough for a full write ends the writer's linger: coalescing saves
+        // small writes, it must not hold back a burst (nor push a reading client towards the
+        // slow-consumer limit).
+        self.push(Out::Text(text), urgent || total >= COALESCE_FLUSH_BYTES);
         total
     }
 

@@ -2200,6 +2200,42 @@ async fn write_coalesce_batches_pushes_but_never_delays_replies() {
     assert!(replied < ms(500), "the reply waited {replied:?}");
 }
 
+/// `ws.write_coalesce`: a backlog of 16 KiB is written without waiting for the window's end, so
+/// a burst is not held back (and cannot push a reading client over the slow-consumer limit);
+/// only its tail, under 16 KiB, waits for the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_coalesce_does_not_hold_back_a_burst() {
+    let env = TestEnv::start_with(|c| {
+        c.set("ws.write_coalesce", 5.0);
+    })
+    .await;
+    let name = "simple.burst";
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, name).await;
+    env.redis.wait_channels(&[name], WAIT).await;
+    // The subscribe reply opened a 5 s window; 64 messages of ~1 KiB are 4 times the backlog
+    // that ends it.
+    let t = Instant::now();
+    let pad = "x".repeat(1000);
+    for i in 0..64 {
+        env.redis
+            .publish_json(name, &service_message(name, json!({"i": i, "pad": pad})))
+            .await;
+    }
+    // At most 16 KiB (13 of these frames) is held: the first 48 come at once.
+    for i in 0..48 {
+        let m = within(WAIT, "a burst message", c.recv()).await;
+        assert_eq!(m["data"]["i"], json!(i), "{m}");
+    }
+    let took = t.elapsed();
+    assert!(took < secs(2.5), "the burst was held back for {took:?}");
+    // The tail follows when the window ends.
+    for i in 48..64 {
+        let m = within(WAIT, "the burst's tail", c.recv()).await;
+        assert_eq!(m["data"]["i"], json!(i), "{m}");
+    }
+}
+
 /// `ws.write_coalesce = 0` writes every batch at once (the behaviour without the setting).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_coalesce_zero_writes_at_once() {

@@ -715,6 +715,14 @@ where
     let id = app.next_session_id();
     let session = Session::new(app.clone(), id, remote.to_string());
     app.register(session.clone());
+    if app.is_shutting_down() {
+        // Shutdown began after the check in `handshake_and_serve` and may already have closed
+        // the sessions it saw: this one would never be closed, and shutdown would wait for it
+        // forever (R-SHUT-3).
+        app.unregister(id);
+        tracing::warn!(remote = %remote, "dropped connection");
+        return;
+    }
     app.metrics.connection_opened();
     tracing::debug!(session = id, remote = %remote, "new session");
     let writer = tokio::spawn(write_loop(sink, session.clone()));

@@ -8,7 +8,8 @@
 //!
 //! Answers: `200 {"status": "ok", "published": N}`; `400` for a body that is not a message or
 //! an array of messages (the error names the message and the problem); `401` without the right
-//! key; `413` for a body over `api.max_body_size`; `503` when the broker refuses.
+//! key; `413` for a body over `api.max_body_size`; `503` when the broker refuses (with
+//! `published`: how many messages of the batch went out before it did).
 
 use std::sync::Arc;
 
@@ -165,13 +166,18 @@ async fn publish(
         return error(StatusCode::SERVICE_UNAVAILABLE, "No broker.");
     };
     let n = payloads.len();
-    for (subscription, payload) in payloads {
+    for (published, (subscription, payload)) in payloads.into_iter().enumerate() {
         let channel = format!("{}{}", broker.prefix(), subscription);
         if let Err(e) = broker.publish(&channel, payload.into_bytes()).await {
-            tracing::error!(channel, error = e.as_str(), "publish failed");
-            return error(
+            tracing::error!(channel, published, error = e.as_str(), "publish failed");
+            // Messages before this one went out: say how many, so a client can resume.
+            return json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("Publishing failed: {e}"),
+                json!({
+                    "status": "error",
+                    "error": format!("Publishing failed: {e}"),
+                    "published": published,
+                }),
             );
         }
     }

@@ -593,6 +593,24 @@ impl Config {
         cfg
     }
 
+    /// Settings that are valid but probably not what the user meant (logged at startup).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.broker == BrokerKind::Memory {
+            if self.api.is_none() {
+                w.push(
+                    "broker = \"memory\" without [api]: nothing can publish to this server \
+                     (add an [api] table for POST /publish)"
+                        .to_owned(),
+                );
+            }
+            if self.redis_alt.is_some() {
+                w.push("[redis_alt] is ignored with broker = \"memory\"".to_owned());
+            }
+        }
+        w
+    }
+
     /// Parses and validates configuration text. The error names the key at fault.
     pub fn parse(text: &str) -> Result<Config, String> {
         let de = toml::Deserializer::parse(text).map_err(|e| one_line(&e.to_string()))?;
@@ -756,6 +774,19 @@ mod tests {
         let e = Config::embedded();
         assert_eq!(e.broker, BrokerKind::Memory);
         assert!(!e.services["demo"].require_authentication);
+        assert!(e.warnings().is_empty());
+    }
+
+    #[test]
+    fn warnings_for_settings_that_do_nothing() {
+        assert!(Config::parse("").unwrap().warnings().is_empty());
+        let w = Config::parse("broker = \"memory\"\n").unwrap().warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("without [api]"), "{w:?}");
+        let w = Config::parse("broker = \"memory\"\n[api]\n[redis_alt]\n")
+            .unwrap()
+            .warnings();
+        assert_eq!(w, ["[redis_alt] is ignored with broker = \"memory\""]);
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::broker::Broker;
-use crate::metrics::Metrics;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::publish::{self, ExtraFields, Meta, Published, Rejected};
@@ -39,15 +38,13 @@ struct Channel {
 pub struct Hub {
     channels: Mutex<foldhash::HashMap<String, Channel>>,
     brokers: Vec<Arc<dyn Broker>>,
-    metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(brokers: Vec<Arc<dyn Broker>>, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(brokers: Vec<Arc<dyn Broker>>) -> Hub {
         Hub {
             channels: Mutex::new(foldhash::HashMap::default()),
             brokers,
-            metrics,
         }
     }
 
@@ -175,7 +172,6 @@ impl Hub {
         for m in members.iter() {
             m.deliver(name, &msg, &mut fanout);
         }
-        self.metrics.messages_delivered(fanout.delivered);
     }
 }
 
@@ -183,8 +179,6 @@ impl Hub {
 /// session that gets the same bytes. (A frame's subscription name is always the message's own
 /// `subscription`, so the extra-fields fragment alone identifies the frame.)
 pub struct Fanout {
-    /// Deliveries made with this fan-out (counted once per message, not per session).
-    pub delivered: u64,
     received_at: String,
     queue_size: usize,
     /// When the first frame was built (R-PUB-9 `sent_at`).
@@ -198,7 +192,6 @@ pub struct Fanout {
 impl Fanout {
     pub fn new(received_at: String, queue_size: usize) -> Fanout {
         Fanout {
-            delivered: 0,
             received_at,
             queue_size,
             sent_at: None,

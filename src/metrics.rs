@@ -123,11 +123,11 @@ impl Metrics {
             .set(1);
         let messages_delivered = b.int_counter(
             "socketshark_messages_delivered_total",
-            "Published messages delivered to client sessions",
+            "Messages pushed to clients (written to the socket)",
         );
         let messages_dropped = b.int_counter_vec(
             "socketshark_messages_dropped_total",
-            "Published messages not delivered to a subscribed session, by reason",
+            "Messages not pushed to a subscribed session, by reason",
             &["reason"],
         );
         let callback_duration = b.histogram_vec(
@@ -138,7 +138,7 @@ impl Metrics {
         );
         let broker_connected = b.gauge_vec(
             "socketshark_broker_connected",
-            "Whether the broker connection (redis, redis_alt) is up",
+            "Whether the broker connection (redis, redis_alt, memory) is up; 0 once lost or a PING went unanswered",
             &["broker"],
         );
         let outbound_queue_bytes = b.int_gauge(
@@ -259,11 +259,13 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
-    /// Extra: a published message was not sent to a subscribed session. `reason` is a short
-    /// fixed word, e.g. `fields`, `order`, `throttle` (R-LOG-4 `message filtered` reasons) or
-    /// `closed`. Keep the set of reasons small: every value is a series.
-    pub fn message_dropped(&self, reason: &str) {
-        self.messages_dropped.with(&[reason], |c| c.inc());
+    /// Extra: `n` published messages were not sent to a subscribed session. `reason` is a
+    /// short fixed word: `fields`, `order`, `throttle` (the R-LOG-4 `message filtered`
+    /// reasons; `throttle` = superseded by a newer pending message), `slow_consumer` (routed to
+    /// or queued for a session closed by the slow-consumer policy) or `closed` (routed to or
+    /// queued for a session closing for another reason). Every value is a series.
+    pub fn messages_dropped(&self, reason: &str, n: u64) {
+        self.messages_dropped.with(&[reason], |c| c.inc_by(n));
     }
 
     /// Extra: one callback HTTP attempt took `seconds`. `service` is the service name (`""`
@@ -835,14 +837,14 @@ socketshark_connection_total 0.0
             "# HELP socketshark_build_info Build information of this socketshark
 # TYPE socketshark_build_info gauge
 socketshark_build_info{{version=\"{}\"}} 1.0
-# HELP socketshark_messages_delivered_total Published messages delivered to client sessions
+# HELP socketshark_messages_delivered_total Messages pushed to clients (written to the socket)
 # TYPE socketshark_messages_delivered_total counter
 socketshark_messages_delivered_total {delivered}
-# HELP socketshark_messages_dropped_total Published messages not delivered to a subscribed session, by reason
+# HELP socketshark_messages_dropped_total Messages not pushed to a subscribed session, by reason
 # TYPE socketshark_messages_dropped_total counter
 {dropped}# HELP socketshark_callback_duration_seconds Duration of service callback HTTP attempts in seconds
 # TYPE socketshark_callback_duration_seconds histogram
-{callbacks}# HELP socketshark_broker_connected Whether the broker connection (redis, redis_alt) is up
+{callbacks}# HELP socketshark_broker_connected Whether the broker connection (redis, redis_alt, memory) is up; 0 once lost or a PING went unanswered
 # TYPE socketshark_broker_connected gauge
 # HELP socketshark_outbound_queue_bytes Bytes of frames queued for clients, all sessions together
 # TYPE socketshark_outbound_queue_bytes gauge
@@ -936,9 +938,9 @@ socketshark_event_success_counter{{event=\"invalid\",status=\"error\"}} 1.0
         let m = Metrics::new(false);
         m.messages_delivered(1);
         m.messages_delivered(1);
-        m.message_dropped("throttle");
-        m.message_dropped("fields");
-        m.message_dropped("throttle");
+        m.messages_dropped("throttle", 1);
+        m.messages_dropped("fields", 1);
+        m.messages_dropped("throttle", 1);
         m.callback_duration("svc", "on_subscribe", 0.02);
         m.callback_duration("svc", "on_subscribe", 3.0);
         m.callback_duration("svc", "authorizer", 20.0);
@@ -981,7 +983,7 @@ socketshark_event_success_counter{{event=\"invalid\",status=\"error\"}} 1.0
         let m = Metrics::new(false);
         m.connection_opened();
         m.event("ping", true);
-        m.message_dropped("order");
+        m.messages_dropped("order", 1);
         let out = m.render_openmetrics();
         assert!(out.starts_with(
             "# HELP socketshark_service_state Service status
@@ -1144,7 +1146,7 @@ socketshark_event_success_counter{event=\"ping\",status=\"success\"} 1.0
             m.event("subscribe", true);
             m.event("invalid", false);
             m.messages_delivered(1);
-            m.message_dropped("order");
+            m.messages_dropped("order", 1);
             m.callback_duration("", "ticket", 0.1);
             m.set_ready(false);
         });

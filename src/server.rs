@@ -132,6 +132,9 @@ pub async fn run(cfg: Config) -> i32 {
              `demo`, open to anonymous clients"
         );
     }
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let metrics = Arc::new(Metrics::new(cfg.metrics.log.is_some()));
     start_metrics(&cfg, &metrics).await;
 
@@ -172,7 +175,7 @@ pub async fn run(cfg: Config) -> i32 {
             }
         }
     }
-    let hub = Hub::new(brokers.clone(), metrics.clone());
+    let hub = Hub::new(brokers.clone());
     let app = Arc::new(App::new(cfg.clone(), http, hub, metrics.clone()));
 
     let host = bind_host(&cfg.ws.host);
@@ -243,8 +246,11 @@ pub async fn run(cfg: Config) -> i32 {
         if let Some((interval, timeout)) = b.ping_settings() {
             let tx = trigger_tx.clone();
             let b = b.clone();
+            let metrics = app.metrics.clone();
             background.push(tokio::spawn(async move {
-                if ping_broker(b, interval, timeout).await {
+                if ping_broker(b.clone(), interval, timeout).await {
+                    // An unanswered PING counts as a lost connection (R-RED-4).
+                    metrics.set_broker_connected(b.label(), false);
                     let _ = tx.send(Trigger::BrokerPingTimeout);
                 }
             }));
@@ -724,7 +730,9 @@ where
         return;
     }
     app.metrics.connection_opened();
+    let started = Instant::now();
     tracing::debug!(session = id, remote = %remote, "new session");
+    tracing::info!(session = id, remote = %remote, "connection open");
     let writer = tokio::spawn(write_loop(sink, session.clone()));
 
     let ping_cfg = &app.cfg.ws.ping;
@@ -840,7 +848,12 @@ where
     }
     app.metrics.connection_closed();
     app.unregister(id);
-    tracing::info!(session = id, "connection closed");
+    tracing::info!(
+        session = id,
+        remote = %remote,
+        duration = started.elapsed().as_secs_f64(),
+        "connection closed"
+    );
 
     // Wait (bounded) for the client's close frame after a server-initiated close, then let the
     // writer flush what it has and close.
@@ -866,6 +879,8 @@ where
     {
         abort.abort();
     }
+    // What the writer could not write (it was stuck on a client that does not read).
+    session.dropped_pushes(session.outbox().discard());
 }
 
 fn ignored(session: &Session, frame: &ClientFrame) {
@@ -917,27 +932,16 @@ where
             coalesce_until = Some(Instant::now() + coalesce);
         }
         outbox.set_writer_busy(true);
+        let (mut pushed, mut unsent) = (0, 0);
         for out in batch {
-            match out {
-                Out::Text(text) => {
-                    outbox.written(text.len());
-                    if closed || broken {
-                        tracing::warn!(session = session.id, "attempted to send to closed socket");
-                    } else {
-                        if tracing::enabled!(tracing::Level::DEBUG) {
-                            tracing::debug!(
-                                session = session.id,
-                                data = text.as_str(),
-                                "client send"
-                            );
-                        }
-                        broken = sink.feed(Message::Text(text)).await.is_err();
-                    }
-                }
+            let (text, is_push) = match out {
+                Out::Text(text) => (text, false),
+                Out::Push(text) => (text, true),
                 Out::Ping(p) => {
                     if !closed && !broken {
                         broken = sink.feed(Message::Ping(p)).await.is_err();
                     }
+                    continue;
                 }
                 Out::Close(code, reason) => {
                     if !closed && !broken {
@@ -949,16 +953,33 @@ where
                     }
                     closed = true;
                     session.set_close_flushed();
+                    continue;
                 }
                 Out::Finish => {
+                    session.delivered_pushes(pushed);
+                    session.dropped_pushes(unsent);
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
                     return;
                 }
+            };
+            outbox.written(text.len());
+            if closed || broken {
+                tracing::warn!(session = session.id, "attempted to send to closed socket");
+                unsent += u64::from(is_push);
+                continue;
             }
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                tracing::debug!(session = session.id, data = text.as_str(), "client send");
+            }
+            // Counted once fed (a frame fed just before the connection broke still counts).
+            pushed += u64::from(is_push);
+            broken = sink.feed(Message::Text(text)).await.is_err();
         }
         if !broken && sink.flush().await.is_err() {
             broken = true;
         }
         outbox.set_writer_busy(false);
+        session.delivered_pushes(pushed);
+        session.dropped_pushes(unsent);
     }
 }

@@ -114,6 +114,7 @@ impl ServiceClient {
     /// POSTs `body` to `url` with retries (R-HTTP-4..8).
     pub async fn call(&self, call: Call<'_>, url: &CallbackUrl, body: &Value) -> Outcome {
         let payload = body.to_string();
+        let started = Instant::now();
         let mut wait = self.wait;
         for attempt in 0..self.tries {
             if attempt > 0 {
@@ -144,6 +145,7 @@ impl ServiceClient {
                 callback = call.callback,
                 url = url.display.as_str(),
                 tries = self.tries,
+                duration = started.elapsed().as_secs_f64(),
                 "callback failed: service unavailable"
             );
         }
@@ -222,8 +224,20 @@ impl ServiceClient {
             );
         }
         if status.as_u16() == 429 {
+            let wait = self.rate_limit_wait(&headers);
+            tracing::warn!(
+                session = call.session,
+                subscription = call.subscription,
+                service = call.service,
+                callback = call.callback,
+                url = url.display.as_str(),
+                status = 429,
+                wait,
+                duration,
+                "callback attempt failed"
+            );
             return Attempt::Failed {
-                rate_limit_wait: Some(self.rate_limit_wait(&headers)),
+                rate_limit_wait: Some(wait),
                 http_answer: true,
             };
         }
@@ -247,12 +261,25 @@ impl ServiceClient {
                 http_answer: true,
             };
         }
-        Attempt::Done(match pyjson::parse_bytes(&body) {
-            Ok(Value::Object(m)) => Outcome::Answer(m),
-            Ok(other) => Outcome::Unusable(format!("the answer is not a JSON object: {other}")),
-            Err(_) if body.is_empty() => Outcome::Unusable("the answer is empty".into()),
-            Err(_) => Outcome::Unusable("the answer is not valid JSON".into()),
-        })
+        let why = match pyjson::parse_bytes(&body) {
+            Ok(Value::Object(m)) => return Attempt::Done(Outcome::Answer(m)),
+            Ok(other) => format!("the answer is not a JSON object: {other}"),
+            Err(_) if body.is_empty() => "the answer is empty".into(),
+            Err(_) => "the answer is not valid JSON".into(),
+        };
+        // R-RESP-6: not retried; the caller decides what it means for the client.
+        tracing::error!(
+            session = call.session,
+            subscription = call.subscription,
+            service = call.service,
+            callback = call.callback,
+            url = url.display.as_str(),
+            status = status.as_u16(),
+            duration,
+            error = why.as_str(),
+            "unusable callback answer"
+        );
+        Attempt::Done(Outcome::Unusable(why))
     }
 
     /// The wait after a 429 answer (R-HTTP-7).

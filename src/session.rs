@@ -34,7 +34,11 @@ use crate::service::{Call, Outcome};
 /// A frame for the connection's writer.
 #[derive(Debug)]
 pub enum Out {
+    /// A reply.
     Text(Utf8Bytes),
+    /// A push: a published message, a trailing throttled message, a server-initiated
+    /// unsubscribe. Counted as dropped when it is never written.
+    Push(Utf8Bytes),
     Ping(Bytes),
     /// Send a close frame with this code and reason; later frames are not sent.
     Close(u16, &'static str),
@@ -102,14 +106,27 @@ impl Outbox {
         }
     }
 
+    /// Queues a reply (`urgent`) or a push; returns the bytes now queued.
     fn push_text(&self, text: Utf8Bytes, urgent: bool) -> usize {
         let len = text.len();
         let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
         // A backlog big enough for a full write ends the writer's linger: coalescing saves
         // small writes, it must not hold back a burst (nor push a reading client towards the
         // slow-consumer limit).
-        self.push(Out::Text(text), urgent || total >= COALESCE_FLUSH_BYTES);
+        let out = if urgent {
+            Out::Text(text)
+        } else {
+            Out::Push(text)
+        };
+        self.push(out, urgent || total >= COALESCE_FLUSH_BYTES);
         total
+    }
+
+    /// Empties the queue once the writer is gone; returns how many pushes were in it.
+    pub fn discard(&self) -> u64 {
+        let q = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        self.queued.store(0, Ordering::Relaxed);
+        q.iter().filter(|o| matches!(o, Out::Push(_))).count() as u64
     }
 
     fn push_control(&self, out: Out) {
@@ -251,6 +268,8 @@ pub struct Session {
     out: Outbox,
     state: Mutex<State>,
     closing: AtomicBool,
+    /// Closed by the slow-consumer policy (the reason its undelivered pushes are counted under).
+    slow_consumer: AtomicBool,
     close_requested: Notify,
     /// Bounds the service callbacks in flight for this session (`limits.max_concurrent_callbacks`).
     callbacks: Semaphore,
@@ -290,6 +309,7 @@ impl Session {
             out: Outbox::default(),
             state: Mutex::new(State::default()),
             closing: AtomicBool::new(false),
+            slow_consumer: AtomicBool::new(false),
             close_requested: Notify::new(),
             callbacks: Semaphore::new(max_callbacks),
             close_flushed: Notify::new(),
@@ -337,6 +357,24 @@ impl Session {
         self.close_requested.notified().await
     }
 
+    /// Counts `n` pushes written to the socket (`socketshark_messages_delivered_total`).
+    pub fn delivered_pushes(&self, n: u64) {
+        self.app.metrics.messages_delivered(n);
+    }
+
+    /// Counts `n` pushes that will never reach this closing session
+    /// (`socketshark_messages_dropped_total`: `slow_consumer` or `closed`).
+    pub fn dropped_pushes(&self, n: u64) {
+        if n > 0 {
+            let reason = if self.slow_consumer.load(Ordering::Relaxed) {
+                "slow_consumer"
+            } else {
+                "closed"
+            };
+            self.app.metrics.messages_dropped(reason, n);
+        }
+    }
+
     /// Marks the session as ending without sending anything (client gone).
     pub fn mark_closing(&self) {
         self.closing.store(true, Ordering::Release);
@@ -369,6 +407,7 @@ impl Session {
     /// disconnected with close code 1008. A burst that a reading client drains is not.
     fn push(&self, frame: Utf8Bytes) {
         if self.is_closing() {
+            self.dropped_pushes(1);
             return;
         }
         let queued = self.out.push_text(frame, false);
@@ -380,6 +419,7 @@ impl Session {
                 "slow consumer: closing connection"
             );
             self.app.metrics.slow_consumer();
+            self.slow_consumer.store(true, Ordering::Relaxed);
             self.close(1008, "slow consumer");
         }
     }
@@ -423,12 +463,12 @@ impl Session {
                 self.reply(proto::invalid_message_reply());
             }
             Decoded::Invalid(v) => {
-                tracing::debug!(session = self.id, data = %v, "client event");
+                tracing::debug!(session = self.id, data = %masked(&v), "client event");
                 self.reply(proto::invalid_message_reply());
                 metrics.event("invalid", false);
             }
             Decoded::Unknown(name, v) => {
-                tracing::debug!(session = self.id, data = %v, "client event");
+                tracing::debug!(session = self.id, data = %masked(&v), "client event");
                 self.reply(proto::unknown_event_reply(&name));
                 metrics.event("unknown", false);
             }
@@ -442,13 +482,8 @@ impl Session {
             }
             Decoded::Command(event, cmd) => {
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let mut data = cmd.clone();
-                    if let Some(t) = data.get_mut("ticket") {
-                        // Never log the ticket (it is a credential).
-                        *t = Value::String("*****".into());
-                    }
-                    let data = Value::Object(data);
-                    tracing::debug!(session = self.id, data = %data, "client event");
+                    let data = Value::Object(cmd.clone());
+                    tracing::debug!(session = self.id, data = %masked(&data), "client event");
                 }
                 if rate_limited {
                     self.app.metrics.rate_limited();
@@ -1259,7 +1294,7 @@ impl Session {
         };
         let metrics = &self.app.metrics;
         let filtered = |reason: &'static str| {
-            metrics.message_dropped(reason);
+            metrics.messages_dropped(reason, 1);
             tracing::trace!(
                 session = self.id,
                 subscription = msg.subscription.as_str(),
@@ -1302,12 +1337,8 @@ impl Session {
             }
         }
         let frame = match fanout {
-            Some(f) => {
-                f.delivered += 1;
-                f.frame(msg, &sub.extra)
-            }
+            Some(f) => f.frame(msg, &sub.extra),
             None => {
-                metrics.messages_delivered(1);
                 let sent_at = publish::now();
                 let meta = Meta {
                     live: None,
@@ -1358,7 +1389,6 @@ impl Session {
             subscription = name,
             "sending throttled message"
         );
-        self.app.metrics.messages_delivered(1);
         let sent_at = publish::now();
         let meta = Meta {
             live: None,
@@ -1378,6 +1408,7 @@ impl Member for Session {
 
     fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout) {
         if self.is_closing() {
+            self.dropped_pushes(1);
             return;
         }
         let mut st = self.lock();
@@ -1388,6 +1419,19 @@ impl Member for Session {
             }
         }
         self.pipeline(&mut st, msg, Some(fanout));
+    }
+}
+
+/// A client command for the log: a `ticket` is a credential and is never logged, whatever the
+/// event.
+fn masked(command: &Value) -> std::borrow::Cow<'_, Value> {
+    match command {
+        Value::Object(m) if m.contains_key("ticket") => {
+            let mut m = m.clone();
+            m.insert("ticket".into(), Value::String("*****".into()));
+            std::borrow::Cow::Owned(Value::Object(m))
+        }
+        _ => std::borrow::Cow::Borrowed(command),
     }
 }
 

@@ -747,6 +747,11 @@ async fn t04_redis_refusing_publish_is_503() {
         .await;
     let r = post(port, &json!({"subscription": "simple.topic", "data": 1})).await;
     assert_api_error(&r, 503);
+    assert_eq!(
+        body_json(&r)["published"],
+        json!(0),
+        "none of the batch went out"
+    );
     c.expect_silence(ms(300)).await;
     assert!(env.server.is_running(), "server died on a refused PUBLISH");
 

@@ -825,6 +825,18 @@ async fn max_outbound_bytes_closes_slow_consumer_1008() {
 
     wait_metric(mport, GAUGE, 1.0).await;
     wait_metric(mport, QUEUE_BYTES, 0.0).await;
+    // What was routed to the slow consumer after its close (or still queued) and never sent is
+    // counted; messages published after its session ended were not for it any more.
+    let dropped = metric(
+        mport,
+        r#"socketshark_messages_dropped_total{reason="slow_consumer"}"#,
+    )
+    .await as usize;
+    assert!(
+        (1..=published - got.len()).contains(&dropped),
+        "dropped {dropped}, published {published}, got {}",
+        got.len()
+    );
     ping_ok(&mut fast, "healthy").await;
     env.redis
         .publish_json(

@@ -1,7 +1,8 @@
 //! Integration tests for the time-driven and fault behaviour of socketshark, over real sockets:
-//! out-of-order filtering (R-OOO), throttling (R-THR), periodic reauthorization (R-REAUTH,
-//! R-DEF-2, R-DEF-6), heartbeats (R-HB), server pings (R-WS-7), shutdown (R-SHUT), Redis faults
-//! (R-RED, R-DEF-5) and TLS (R-WS-9).
+//! out-of-order filtering (R-OOO, R-PUB-6), throttling (R-THR), periodic reauthorization
+//! (R-REAUTH, R-DEF-2, R-DEF-6), heartbeats (R-HB), server pings (R-WS-7), shutdown (R-SHUT) and
+//! frames arriving while a session closes (R-WS-12), Redis connections, pings and faults (R-RED,
+//! R-DEF-5) and TLS (R-WS-9).
 //!
 //! Timing assertions use short periods (0.1–0.5 s) with tolerant windows: lower bounds are taken
 //! from causal facts (a timer cannot fire before it was armed), upper bounds are generous.
@@ -386,6 +387,47 @@ async fn ooo6_before_subscribe_seed_filters_buffered_messages() {
     let got = drain_until_marker(&env, &mut c, sub).await;
     assert_eq!(datas(&got), vec![json!("l4")]);
     assert_live(&got[0]);
+}
+
+/// R-PUB-6: the filter-fields step runs before the order and throttle steps, and a message it
+/// drops is not seen by them. On `simple` (filter fields `session_id` and `extra`, anonymous
+/// subscriber without `extra`): order 5 with a non-matching `extra` and order 6 with a
+/// non-matching `session_id` are dropped, so order 3 (matching) is still delivered; the order
+/// state did move to 3 (a second 3 is dropped, 4 is delivered). A filtered message with
+/// `throttle` starts no throttle window: the next matching throttled message goes out at once
+/// (live) and nothing trails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_pub_6_filtered_message_does_not_advance_order_or_throttle() {
+    let env = TestEnv::start().await;
+    let sub = "simple.topic";
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, sub).await;
+    let msgs = [
+        json!({"subscription": sub, "data": "f5", "extra": "other",
+               "options": {"order": 5}}),
+        json!({"subscription": sub, "data": "f6", "session_id": SESSION_ID,
+               "options": {"order": 6}}),
+        opt_msg(sub, json!("o3"), json!({"order": 3})),
+        opt_msg(sub, json!("o3b"), json!({"order": 3})),
+        opt_msg(sub, json!("o4"), json!({"order": 4})),
+        json!({"subscription": sub, "data": "tf", "extra": "other",
+               "options": {"throttle": 0.5, "throttle_key": "t"}}),
+        opt_msg(
+            sub,
+            json!("t1"),
+            json!({"throttle": 0.5, "throttle_key": "t"}),
+        ),
+    ];
+    for m in msgs {
+        publish(&env, sub, m).await;
+    }
+    let got = drain_until_marker(&env, &mut c, sub).await;
+    assert_eq!(datas(&got), vec![json!("o3"), json!("o4"), json!("t1")]);
+    for m in &got {
+        assert_live(m);
+    }
+    // Had the filtered `tf` opened the window, `t1` would have been held and sent trailing.
+    c.expect_silence(ms(800)).await;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1368,6 +1410,70 @@ async fn t33_heartbeat_timing() {
     c.expect_silence(ms(10)).await;
 }
 
+/// T-33 / R-HB-2, over 16 subscriptions of one session (period 0.2): for each, no second call
+/// before 0.2 s after its subscribe was sent (exact: the second call follows the first by a full
+/// period), the first call within 0.2 s of the reply and the second by 0.4 s (plus a tolerance
+/// for a loaded machine). "No call at subscribe": the first calls come at a random offset
+/// U × period, so their offsets from the subscribes spread over the period instead of all
+/// being ≈0 (16 uniform offsets span less than 0.05 s with probability below 1e-7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t33_first_heartbeats_at_random_offsets_within_the_period() {
+    const N: usize = 16;
+    const TOLERANCE: f64 = 0.4;
+    let env = TestEnv::start().await;
+    let hb = "/periodic_heartbeat/on_heartbeat";
+    let mut c = env.client().await;
+    let mut sent = Vec::with_capacity(N);
+    for i in 0..N {
+        let t_send = Instant::now();
+        subscribe_ok(&mut c, &format!("periodic_heartbeat.t{i}")).await;
+        sent.push((t_send, Instant::now()));
+    }
+    wait_until(secs(10.0), "two heartbeats for every subscription", || {
+        let reqs = env.svc.requests(hb);
+        (0..N).all(|i| {
+            let name = format!("periodic_heartbeat.t{i}");
+            reqs.iter()
+                .filter(|r| r.body["subscription"] == json!(name))
+                .count()
+                >= 2
+        })
+    })
+    .await;
+    let reqs = env.svc.requests(hb);
+    let mut offsets = Vec::with_capacity(N);
+    for (i, (t_send, t_reply)) in sent.iter().enumerate() {
+        let name = format!("periodic_heartbeat.t{i}");
+        let at: Vec<Instant> = reqs
+            .iter()
+            .filter(|r| r.body["subscription"] == json!(name))
+            .map(|r| r.at)
+            .collect();
+        let early = at.iter().filter(|a| gap_s(*t_send, **a) < 0.2).count();
+        assert!(
+            early <= 1,
+            "{name}: {early} heartbeats within 0.2 s of the subscribe"
+        );
+        let first = gap_s(*t_reply, at[0]);
+        let second = gap_s(*t_reply, at[1]);
+        assert!(
+            first < 0.2 + TOLERANCE,
+            "{name}: first heartbeat {first:.3} s after the subscribe reply"
+        );
+        assert!(
+            second < 0.4 + TOLERANCE,
+            "{name}: second heartbeat {second:.3} s after the subscribe reply"
+        );
+        offsets.push(gap_s(*t_send, at[0]));
+    }
+    let min = offsets.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = offsets.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        max - min >= 0.05,
+        "first-heartbeat offsets do not spread over the period (U × period): {offsets:.3?}"
+    );
+}
+
 /// R-HB-3 / R-BODY-1: heartbeat bodies carry subscription, extra fields, authorizer fields and
 /// auth fields, with auth fields beating authorizer fields beating extra fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1885,6 +1991,147 @@ async fn t54_no_new_connections_during_shutdown() {
     assert_eq!(env.svc.calls("/ws_test/on_unsubscribe"), 1);
 }
 
+/// R-SHUT-1 / R-END-2: SIGINT with a subscribed client runs the session end like SIGTERM:
+/// `before_unsubscribe` then `on_unsubscribe`, each exactly once with the R-BODY body; the
+/// client gets close 1000; exit status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shut1_sigint_runs_unsubscribe_callbacks_once() {
+    let env = TestEnv::start_with_env(|cfg, _, svc| {
+        cfg.set_path(
+            &["services", "unsub_cb"],
+            json!({
+                "require_authentication": false,
+                "before_unsubscribe": cb(svc, "unsub_cb", "before_unsubscribe"),
+                "on_unsubscribe": cb(svc, "unsub_cb", "on_unsubscribe"),
+            }),
+        );
+    })
+    .await;
+    let sub = "unsub_cb.topic";
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, sub).await;
+    sleep_ms(100).await; // see cfg7_sigterm_right_after_ready_exits_0 for the startup race
+    env.server.signal(libc::SIGINT);
+    assert_eq!(c.recv_close(secs(5.0)).await, Some(1000));
+    let status = env.server.wait_exit(secs(10.0)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(env.server.has_log("stop requested"));
+    assert!(env.server.has_log("done"));
+    assert_eq!(
+        env.svc.paths(),
+        vec![
+            "/unsub_cb/before_unsubscribe".to_string(),
+            "/unsub_cb/on_unsubscribe".to_string()
+        ],
+        "callbacks:\n{}",
+        env.svc.dump()
+    );
+    for path in ["/unsub_cb/before_unsubscribe", "/unsub_cb/on_unsubscribe"] {
+        assert_eq!(env.svc.bodies(path), vec![json!({"subscription": sub})]);
+    }
+}
+
+/// R-WS-12 / R-ORD-6: frames arriving while the server closes a session whose command is still
+/// in progress (shutdown during a slow before_subscribe) are ignored without reply, each with
+/// the warning `inactive client event ignored` carrying the frame as `data`; the command's own
+/// reply is dropped too, so the client sees nothing but the close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_ws_12_frames_during_a_closing_command_are_ignored() {
+    let env = TestEnv::start().await;
+    let bs = "/simple_before_subscribe/before_subscribe";
+    env.svc.set(bs, Reply::ok().delay(secs(1.5)));
+    let mut c = env.client().await;
+    c.send(&subscribe_cmd("simple_before_subscribe.topic"))
+        .await;
+    env.svc.wait_calls(bs, 1, secs(5.0)).await;
+    // Not reading: the close frame stays unread, so the client may still send.
+    c.pause_reading();
+    let mark = env.server.log_mark();
+    env.server.signal(libc::SIGTERM);
+    env.server
+        .wait_log_since(
+            mark,
+            |l| is_event(l, "waiting for sessions to close"),
+            secs(5.0),
+        )
+        .await;
+    let late = [
+        json!({"event": "ping", "data": "late"}),
+        json!({"event": "subscribe", "subscription": "simple.late"}),
+    ];
+    for f in &late {
+        c.send(f).await;
+    }
+    for f in &late {
+        let line = env
+            .server
+            .wait_log_since(
+                mark,
+                |l| is_event(l, "inactive client event ignored") && l["data"] == *f,
+                secs(5.0),
+            )
+            .await;
+        assert_eq!(line["level"], "warning", "{line}");
+        assert!(line["session"].is_u64(), "{line}");
+    }
+    c.resume_reading();
+    assert_eq!(c.recv_close(secs(5.0)).await, Some(1000));
+    let status = env.server.wait_exit(secs(10.0)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        !env.server
+            .logs_since(mark)
+            .iter()
+            .any(|l| is_event(l, "client event") && (l["data"] == late[0] || l["data"] == late[1])),
+        "an ignored frame was processed:\n{}",
+        env.server.log_dump()
+    );
+}
+
+/// R-WS-12: frames arriving after the server started closing a session, while its end runs
+/// (shutdown with a slow on_unsubscribe), get no reply and are logged as the warning
+/// `inactive client event ignored`; the client sees only the close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_ws_12_frames_during_session_end_are_ignored() {
+    let env = TestEnv::start().await;
+    let unsub = "/ws_test/on_unsubscribe";
+    env.svc.set(unsub, Reply::ok().delay(secs(1.0)));
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, "ws_test.hello").await;
+    c.pause_reading();
+    let mark = env.server.log_mark();
+    env.server.signal(libc::SIGTERM);
+    env.svc.wait_calls(unsub, 1, secs(5.0)).await;
+    c.send(&json!({"event": "ping", "data": "late"})).await;
+    c.send(&json!({"event": "unsubscribe", "subscription": "ws_test.hello"}))
+        .await;
+    wait_until(
+        secs(5.0),
+        "two `inactive client event ignored` warnings",
+        || {
+            env.server
+                .logs_since(mark)
+                .iter()
+                .filter(|l| is_event(l, "inactive client event ignored"))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    // Not asserted: R-LOG-3 gives this warning a `data` context key, which the server logs on
+    // the in-command path (previous test) but not on this one.
+    for line in env.server.logs_since(mark) {
+        if is_event(&line, "inactive client event ignored") {
+            assert_eq!(line["level"], "warning", "{line}");
+        }
+    }
+    c.resume_reading();
+    assert_eq!(c.recv_close(secs(5.0)).await, Some(1000));
+    let status = env.server.wait_exit(secs(10.0)).await;
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(env.svc.calls(unsub), 1);
+}
+
 async fn service_state(port: u16) -> Option<f64> {
     let r = http_get(port, "/metrics").await;
     assert_eq!(r.status, 200);
@@ -2218,6 +2465,186 @@ async fn red4_redis_alt_ping_timeout_shuts_down() {
     assert!(status.success(), "exit status {status}");
     assert!(took < 6.0, "exit {took:.3} s after the freeze");
     assert_eq!(env.svc.calls("/ws_test/on_unsubscribe"), 1);
+}
+
+/// `calls` of `cmdstat_ping` in `INFO commandstats`: the PINGs this Redis has received from any
+/// client (the harness itself sends none).
+async fn redis_ping_calls(redis: &Redis) -> u64 {
+    let info: String = redis.query(&["INFO", "commandstats"]).await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("bad cmdstat_ping line: {info}"))
+        })
+        .unwrap_or(0)
+}
+
+/// A `key=value` field of a `CLIENT LIST` line.
+fn client_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The `CLIENT LIST` lines of every connection to `redis` except the harness's own (the one
+/// running the commands): with no other test client connected, the server's connections.
+async fn server_redis_clients(redis: &Redis) -> Vec<String> {
+    let me: i64 = redis.query(&["CLIENT", "ID"]).await;
+    let me = me.to_string();
+    let list: String = redis.query(&["CLIENT", "LIST"]).await;
+    list.lines()
+        .filter(|l| !l.trim().is_empty() && client_field(l, "id") != Some(me.as_str()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// R-RED-4: with `ping_interval` and `ping_timeout` both non-zero (0.1 / 1), the server PINGs
+/// Redis about every `ping_interval`, as counted by Redis itself (`INFO commandstats`): at least
+/// 4 in ~1 s, and never more than one per interval; nothing is logged while Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_4_redis_pinged_every_interval() {
+    let env = TestEnv::start_with(|cfg| {
+        cfg.merge("redis", json!({"ping_interval": 0.1, "ping_timeout": 1.0}));
+    })
+    .await;
+    let before = redis_ping_calls(&env.redis).await;
+    let t0 = Instant::now();
+    sleep_ms(1000).await;
+    let n = redis_ping_calls(&env.redis).await - before;
+    let took = elapsed_s(t0);
+    assert!(
+        n >= 4,
+        "only {n} PINGs in {took:.2} s with ping_interval 0.1"
+    );
+    assert!(
+        (n as f64) <= took / 0.1 + 1.0,
+        "{n} PINGs in {took:.2} s with ping_interval 0.1"
+    );
+    assert!(env.server.is_running());
+    assert!(!env.server.has_log("redis ping timeout"));
+}
+
+/// R-RED-4 with pings disabled: the server sends Redis no PING after startup (counted by Redis,
+/// `INFO commandstats`), and a Redis frozen for longer than `ping_interval + ping_timeout`
+/// neither logs `redis ping timeout` nor shuts the server down; afterwards it still delivers.
+async fn assert_redis_pings_disabled(ping_interval: f64, ping_timeout: f64) {
+    let env = TestEnv::start_with(|cfg| {
+        cfg.merge(
+            "redis",
+            json!({"ping_interval": ping_interval, "ping_timeout": ping_timeout}),
+        );
+    })
+    .await;
+    let sub = "simple.topic";
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, sub).await;
+    env.redis.wait_channels(&[sub], secs(5.0)).await;
+    let before = redis_ping_calls(&env.redis).await;
+    sleep_ms(1000).await;
+    let n = redis_ping_calls(&env.redis).await - before;
+    assert_eq!(
+        n, 0,
+        "{n} Redis PINGs in 1 s with ping_interval {ping_interval}, ping_timeout {ping_timeout}"
+    );
+    env.redis.freeze();
+    sleep_ms(1000).await;
+    env.redis.unfreeze();
+    assert!(env.server.is_running(), "{}", env.server.log_dump());
+    assert!(!env.server.has_log("redis ping timeout"));
+    let r = c.request(&json!({"event": "ping", "data": "up"})).await;
+    assert_eq!(r, json!({"event": "pong", "data": "up"}));
+    publish(&env, sub, json!({"subscription": sub, "data": "after"})).await;
+    assert_eq!(c.recv().await["data"], "after");
+    assert!(env.server.is_running());
+}
+
+/// R-RED-4 / R-CFG: `redis.ping_interval = 0` disables Redis PINGs (even with a non-zero
+/// `ping_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_4_ping_interval_zero_disables_redis_pings() {
+    assert_redis_pings_disabled(0.0, 0.2).await;
+}
+
+/// R-RED-4 / R-CFG: `redis.ping_timeout = 0` also disables Redis PINGs (even with a non-zero
+/// `ping_interval`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_4_ping_timeout_zero_disables_redis_pings() {
+    assert_redis_pings_disabled(0.1, 0.0).await;
+}
+
+/// R-RED-2: one Redis connection carries every channel subscription. Before any session and
+/// with 30 sessions holding 5 subscriptions each over 60 distinct channels, Redis sees exactly
+/// one connection from the server (besides the harness's own): the same one throughout, a
+/// subscriber (`flags` with `P`) with `sub=60`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_2_one_redis_connection_carries_all_subscriptions() {
+    let env = TestEnv::start().await;
+    let idle = server_redis_clients(&env.redis).await;
+    assert_eq!(idle.len(), 1, "server connections to Redis: {idle:#?}");
+    assert_eq!(env.redis.client_count().await, 2);
+    let id = client_field(&idle[0], "id").expect("id").to_owned();
+    let url = env.server.ws_url();
+    let clients = join_all((0..30).map(|i| {
+        let url = url.clone();
+        async move {
+            let mut c = Client::connect(&url).await;
+            for j in 0..5 {
+                subscribe_ok(&mut c, &format!("simple.c{}", (i * 5 + j) % 60)).await;
+            }
+            c
+        }
+    }))
+    .await;
+    let names: Vec<String> = (0..60).map(|k| format!("simple.c{k}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.redis.wait_channels(&refs, secs(10.0)).await;
+    let busy = server_redis_clients(&env.redis).await;
+    assert_eq!(busy.len(), 1, "server connections to Redis: {busy:#?}");
+    assert_eq!(env.redis.client_count().await, 2);
+    let line = &busy[0];
+    assert_eq!(client_field(line, "id"), Some(id.as_str()), "{line}");
+    assert!(
+        client_field(line, "flags").is_some_and(|f| f.contains('P')),
+        "not a subscriber connection: {line}"
+    );
+    assert_eq!(client_field(line, "sub"), Some("60"), "{line}");
+    drop(clients);
+}
+
+/// R-RED-2 / R-RED-3: with `[redis_alt]` on the same Redis (prefix `alt:`) there is exactly one
+/// connection per configured Redis: two subscriber connections, each carrying all 20 channels
+/// (`sub=20`) held by 10 sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_2_one_connection_per_configured_redis() {
+    let env = TestEnv::start_with_env(|cfg, redis, _| alt_on_same(cfg, redis)).await;
+    let url = env.server.ws_url();
+    let clients = join_all((0..10).map(|i| {
+        let url = url.clone();
+        async move {
+            let mut c = Client::connect(&url).await;
+            for j in 0..3 {
+                subscribe_ok(&mut c, &format!("simple.c{}", (i * 3 + j) % 20)).await;
+            }
+            c
+        }
+    }))
+    .await;
+    let names: Vec<String> = (0..20)
+        .flat_map(|k| [format!("simple.c{k}"), format!("alt:simple.c{k}")])
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.redis.wait_channels(&refs, secs(10.0)).await;
+    let conns = server_redis_clients(&env.redis).await;
+    assert_eq!(conns.len(), 2, "server connections to Redis: {conns:#?}");
+    for line in &conns {
+        assert!(
+            client_field(line, "flags").is_some_and(|f| f.contains('P')),
+            "not a subscriber connection: {line}"
+        );
+        assert_eq!(client_field(line, "sub"), Some("20"), "{line}");
+    }
+    drop(clients);
 }
 
 // ------------------------------------------------------------------------------------------

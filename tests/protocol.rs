@@ -1942,6 +1942,160 @@ async fn t63_url_credentials_are_basic_auth_and_scrubbed_from_logs() {
     );
 }
 
+/// The R-LOG-4 trace events that [`exercise_traced_paths`] triggers.
+const TRACE_EVENTS: [&str; 10] = [
+    "redis ping",
+    "redis pong",
+    "ping",
+    "pong",
+    "service event",
+    "message filtered",
+    "throttled message scheduled",
+    "sending throttled message",
+    "initializing periodic authorizer",
+    "initializing periodic heartbeat task",
+];
+
+/// Starts a server with `log.level = level`, Redis and WebSocket pings every 0.1 s, and drives
+/// it through every traced path: an authenticated session subscribes to `periodic_authorizer`
+/// (renewal 0.2) and `periodic_heartbeat` (heartbeat 0.2) and to `simple.topic`, which then gets
+/// a message dropped by its filter fields, one dropped by order, and three throttled messages
+/// (first sent, second scheduled, third replacing it: dropped by throttle, then sent trailing).
+async fn exercise_traced_paths(level: &str) -> TestEnv {
+    let env = TestEnv::start_with(|cfg| {
+        cfg.set("log.level", level);
+        cfg.merge("redis", json!({"ping_interval": 0.1, "ping_timeout": 1.0}));
+        cfg.set("ws.ping", json!({"interval": 0.1, "timeout": 1.0}));
+    })
+    .await;
+    let mut c = env.auth_client().await;
+    let sub = "simple.topic";
+    for name in ["periodic_authorizer.topic", "periodic_heartbeat.topic", sub] {
+        let r = c
+            .request(&json!({"event": "subscribe", "subscription": name}))
+            .await;
+        assert_eq!(r["status"], json!("ok"), "{r}");
+    }
+    env.redis
+        .wait_channels(
+            &["periodic_authorizer.topic", "periodic_heartbeat.topic", sub],
+            secs(5.0),
+        )
+        .await;
+    let opt =
+        |data: &str, options: Value| json!({"subscription": sub, "data": data, "options": options});
+    let msgs = [
+        json!({"subscription": sub, "data": "filtered", "extra": "other"}),
+        opt("o5", json!({"order": 5})),
+        opt("o3", json!({"order": 3})),
+        opt("t1", json!({"throttle": 0.3, "throttle_key": "t"})),
+        opt("t2", json!({"throttle": 0.3, "throttle_key": "t"})),
+        opt("t3", json!({"throttle": 0.3, "throttle_key": "t"})),
+    ];
+    for m in &msgs {
+        env.redis.publish_json(sub, m).await;
+    }
+    let got: Vec<Value> = c
+        .recv_n(3)
+        .await
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(got, vec![json!("o5"), json!("t1"), json!("t3")]);
+    env.svc
+        .wait_calls("/periodic_heartbeat/on_heartbeat", 2, secs(5.0))
+        .await;
+    env.svc
+        .wait_calls("/periodic_authorizer/authorizer", 2, secs(5.0))
+        .await;
+    c.wait_pings(2, secs(5.0)).await;
+    sleep_ms(500).await; // several Redis PINGs (every 0.1 s)
+    assert!(env.server.is_running());
+    env
+}
+
+/// R-LOG-4, R-LOG-2: with `log.level = "TRACE"` the trace events appear on logger
+/// `trace.socketshark` at level `debug`, with their context: `message filtered` with `reason`
+/// `fields`, `order` and `throttle`; `throttled message scheduled` (`delay`); `sending throttled
+/// message`; `initializing periodic authorizer` (`subscription`, `period`, `jitter`);
+/// `initializing periodic heartbeat task` (`subscription`, `period`); `redis ping` / `redis
+/// pong` (`latency`); WebSocket `ping` / `pong` (`latency`); `service event` (`data`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_log_4_trace_events_at_trace_level() {
+    let env = exercise_traced_paths("TRACE").await;
+    let pid = env.server.pid();
+    let trace = |event: &str| -> Vec<Value> {
+        let lines = env.server.find_logs(event);
+        assert!(
+            !lines.is_empty(),
+            "no `{event}` trace line:\n{}",
+            env.server.log_dump()
+        );
+        for l in &lines {
+            assert_eq!(l["logger"], json!("trace.socketshark"), "{l}");
+            assert_eq!(l["level"], json!("debug"), "{l}");
+            assert_log_shape(l, pid);
+        }
+        lines
+    };
+    for event in TRACE_EVENTS {
+        trace(event);
+    }
+    let filtered = trace("message filtered");
+    for reason in ["fields", "order", "throttle"] {
+        let l = filtered
+            .iter()
+            .find(|l| l["reason"] == json!(reason))
+            .unwrap_or_else(|| panic!("no `message filtered` with reason {reason}: {filtered:#?}"));
+        assert_eq!(l["subscription"], json!("simple.topic"), "{l}");
+    }
+    assert_eq!(filtered.len(), 3, "{filtered:#?}");
+    let scheduled = trace("throttled message scheduled");
+    assert_eq!(scheduled.len(), 1, "{scheduled:#?}");
+    assert!(scheduled[0]["delay"].is_number(), "{}", scheduled[0]);
+    let authz = trace("initializing periodic authorizer");
+    assert_eq!(authz.len(), 1, "{authz:#?}");
+    assert_eq!(authz[0]["subscription"], json!("periodic_authorizer.topic"));
+    assert_eq!(authz[0]["period"].as_f64(), Some(0.2), "{}", authz[0]);
+    assert_eq!(authz[0]["jitter"].as_f64(), Some(0.0), "{}", authz[0]);
+    let hb = trace("initializing periodic heartbeat task");
+    assert_eq!(hb.len(), 1, "{hb:#?}");
+    assert_eq!(hb[0]["subscription"], json!("periodic_heartbeat.topic"));
+    assert_eq!(hb[0]["period"].as_f64(), Some(0.2), "{}", hb[0]);
+    for event in ["redis pong", "pong"] {
+        for l in trace(event) {
+            assert!(
+                l["latency"].as_f64().is_some_and(|x| x >= 0.0),
+                "latency: {l}"
+            );
+        }
+    }
+    let events = trace("service event");
+    assert!(
+        events
+            .iter()
+            .any(|l| l["data"]["data"] == json!("o5") && l["data"]["options"]["order"] == 5),
+        "no `service event` with the published message as `data`: {events:#?}"
+    );
+    // Trace lines do not replace the main logger's debug lines.
+    assert!(env.server.has_log("sending heartbeat"));
+    assert!(env.server.has_log("client event"));
+}
+
+/// R-LOG-2 / R-LOG-4: with `log.level = "DEBUG"` the same activity logs its debug lines but no
+/// trace line at all (no logger `trace.socketshark`, none of the trace events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_log_4_no_trace_events_at_debug_level() {
+    let env = exercise_traced_paths("DEBUG").await;
+    assert!(env.server.has_log("sending heartbeat"));
+    assert!(env.server.has_log("client event"));
+    for l in env.server.logs() {
+        assert_ne!(l["logger"], json!("trace.socketshark"), "{l}");
+        let event = l["event"].as_str().unwrap_or("");
+        assert!(!TRACE_EVENTS.contains(&event), "trace event at DEBUG: {l}");
+    }
+}
+
 // ================================================================================================
 // 4. CLI and configuration (R-CFG)
 // ================================================================================================
@@ -2070,6 +2224,30 @@ async fn t59_unknown_metrics_provider_fails_startup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r_red_1_redis_unreachable_fails_startup() {
     let cfg = offline_config();
+    let (status, stderr) = Server::start_expect_failure(&cfg.toml(), secs(15.0)).await;
+    assert!(!status.success(), "{status}: {stderr}");
+    let line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| is_event(l, "could not connect to redis"))
+        .unwrap_or_else(|| panic!("no `could not connect to redis` line:\n{stderr}"));
+    assert_eq!(line["level"], json!("error"), "{line}");
+    assert!(!stderr.contains(READY_EVENT), "{stderr}");
+    assert!(
+        !stderr.to_ascii_lowercase().contains("panicked"),
+        "{stderr}"
+    );
+}
+
+/// R-RED-1, R-RED-3, R-CFG-5: `[redis]` reachable but `[redis_alt]` unreachable → the
+/// `could not connect to redis` error line, non-zero exit, no ready line, no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_1_redis_alt_unreachable_fails_startup() {
+    let redis = Redis::start().await;
+    let cfg = base_config_for(redis.port(), "http://127.0.0.1:1").with(
+        "redis_alt",
+        json!({"host": "127.0.0.1", "port": unreachable_port(), "channel_prefix": "alt:"}),
+    );
     let (status, stderr) = Server::start_expect_failure(&cfg.toml(), secs(15.0)).await;
     assert!(!status.success(), "{status}: {stderr}");
     let line = stderr

@@ -1,5 +1,5 @@
 //! Subscriptions and publishing over real sockets and a real Redis: SPEC.md §21 T-12..T-25,
-//! the delivered frame (R-PUB-3/7/8/9), routing (R-PUB-4), malformed publisher messages
+//! anonymous `message`/`unsubscribe` (R-AUTH-10), the delivered frame (R-PUB-3/7/8/9), routing (R-PUB-4), malformed publisher messages
 //! (R-PUB-5), the channel lifecycle (R-PUB-1/2, R-END-3, R-DEF-1), buffering during
 //! `before_subscribe` (R-SUB-10), `before_subscribe` answers (R-SUB-9), extra fields (R-EXT),
 //! filter equality (R-FLT), `[redis_alt]` (R-RED-3, T-50) and ordering (R-ORD-4/5).
@@ -209,6 +209,40 @@ async fn t16_already_subscribed_and_missing_subscription_errors() {
         .publish_json("simple.topic", &service_message("simple.topic", json!(1)))
         .await;
     expect_msg(&mut c, "simple.topic", &json!(1)).await;
+}
+
+/// R-AUTH-10 (with R-MSG-2, R-UNS-2): `message` and `unsubscribe` never check authentication:
+/// an anonymous session gets `Subscription does not exist.` (not `Authentication required.`)
+/// for `empty.x` and `complex.x` (services requiring authentication), no callback is called,
+/// and the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_auth_10_message_and_unsubscribe_never_check_authentication() {
+    let env = TestEnv::start().await;
+    let mut c = env.client().await;
+    for name in ["empty.x", "complex.x"] {
+        let r = c
+            .request(&json!({"event": "message", "subscription": name, "data": {"a": 1}}))
+            .await;
+        assert_eq!(
+            r,
+            err_reply("message", name, "Subscription does not exist.")
+        );
+        let r = c
+            .request(&json!({"event": "unsubscribe", "subscription": name}))
+            .await;
+        assert_eq!(
+            r,
+            err_reply("unsubscribe", name, "Subscription does not exist.")
+        );
+    }
+    // Subscribing is what checks it (R-SUB-2).
+    let r = c.request(&sub_cmd("empty.x")).await;
+    assert_eq!(
+        r,
+        err_reply("subscribe", "empty.x", "Authentication required.")
+    );
+    expect_pong_next(&mut c).await;
+    assert_eq!(env.svc.total_calls(), 0, "calls:\n{}", env.svc.dump());
 }
 
 // ------------------------------------------------------------------------------------------

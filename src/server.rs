@@ -122,6 +122,8 @@ pub async fn run(cfg: Config) -> i32 {
         }
     };
     let cfg = Arc::new(cfg);
+    // The reference's first trace line (R-LOG-4): shows that trace logging is on.
+    tracing::trace!("trace");
     if cfg.embedded {
         tracing::info!(
             ws = "ws://127.0.0.1:9000/",
@@ -861,9 +863,8 @@ where
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             while let Some(m) = stream.next().await {
                 match m {
-                    Ok(Message::Text(_) | Message::Binary(_)) => {
-                        tracing::warn!(session = id, "inactive client event ignored");
-                    }
+                    Ok(Message::Text(t)) => ignored(&session, &ClientFrame::Text(t)),
+                    Ok(Message::Binary(b)) => ignored(&session, &ClientFrame::Binary(b)),
                     Ok(Message::Close(_)) | Err(_) => break,
                     Ok(_) => {}
                 }

@@ -208,7 +208,8 @@ struct Sub {
 
 impl Sub {
     fn stop_tasks(&mut self, including_reauth: bool) {
-        for (_, t) in self.timers.drain() {
+        for (key, t) in self.timers.drain() {
+            tracing::trace!(throttle_key = ?key, "throttled message canceled");
             t.abort();
         }
         if let Some(h) = self.heartbeat.take() {
@@ -1298,6 +1299,7 @@ impl Session {
             tracing::trace!(
                 session = self.id,
                 subscription = msg.subscription.as_str(),
+                data = msg.data.as_str(),
                 reason,
                 "message filtered"
             );
@@ -1324,7 +1326,8 @@ impl Session {
                     tracing::trace!(
                         session = self.id,
                         subscription = msg.subscription.as_str(),
-                        delay = period,
+                        throttle_key = ?key,
+                        delay = due.saturating_duration_since(Instant::now()).as_secs_f64(),
                         "throttled message scheduled"
                     );
                     let handle =

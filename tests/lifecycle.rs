@@ -2118,13 +2118,24 @@ async fn r_ws_12_frames_during_session_end_are_ignored() {
         },
     )
     .await;
-    // Not asserted: R-LOG-3 gives this warning a `data` context key, which the server logs on
-    // the in-command path (previous test) but not on this one.
-    for line in env.server.logs_since(mark) {
-        if is_event(&line, "inactive client event ignored") {
-            assert_eq!(line["level"], "warning", "{line}");
-        }
+    let ignored: Vec<Value> = env
+        .server
+        .logs_since(mark)
+        .into_iter()
+        .filter(|l| is_event(l, "inactive client event ignored"))
+        .collect();
+    for line in &ignored {
+        assert_eq!(line["level"], "warning", "{line}");
     }
+    let data: Vec<&Value> = ignored.iter().map(|l| &l["data"]).collect();
+    assert_eq!(
+        data,
+        [
+            &json!({"event": "ping", "data": "late"}),
+            &json!({"event": "unsubscribe", "subscription": "ws_test.hello"})
+        ],
+        "R-LOG-3: the warning carries the ignored frame as `data`"
+    );
     c.resume_reading();
     assert_eq!(c.recv_close(secs(5.0)).await, Some(1000));
     let status = env.server.wait_exit(secs(10.0)).await;

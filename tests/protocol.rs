@@ -1943,7 +1943,8 @@ async fn t63_url_credentials_are_basic_auth_and_scrubbed_from_logs() {
 }
 
 /// The R-LOG-4 trace events that [`exercise_traced_paths`] triggers.
-const TRACE_EVENTS: [&str; 10] = [
+const TRACE_EVENTS: [&str; 11] = [
+    "trace",
     "redis ping",
     "redis pong",
     "ping",
@@ -2016,7 +2017,8 @@ async fn exercise_traced_paths(level: &str) -> TestEnv {
 
 /// R-LOG-4, R-LOG-2: with `log.level = "TRACE"` the trace events appear on logger
 /// `trace.socketshark` at level `debug`, with their context: `message filtered` with `reason`
-/// `fields`, `order` and `throttle`; `throttled message scheduled` (`delay`); `sending throttled
+/// `fields`, `order` and `throttle` and the message's `data`; `throttled message scheduled`
+/// (`throttle_key`, `delay`: the time until the trailing send); `trace` once at start; `sending throttled
 /// message`; `initializing periodic authorizer` (`subscription`, `period`, `jitter`);
 /// `initializing periodic heartbeat task` (`subscription`, `period`); `redis ping` / `redis
 /// pong` (`latency`); WebSocket `ping` / `pong` (`latency`); `service event` (`data`).
@@ -2041,18 +2043,29 @@ async fn r_log_4_trace_events_at_trace_level() {
     for event in TRACE_EVENTS {
         trace(event);
     }
+    assert_eq!(trace("trace").len(), 1, "`trace` once at start");
     let filtered = trace("message filtered");
-    for reason in ["fields", "order", "throttle"] {
+    // `data` is the message being filtered: for `throttle`, the one that arrived while a trailing
+    // send was scheduled (it takes the place of the pending one, which is never sent).
+    for (reason, data) in [("fields", "filtered"), ("order", "o3"), ("throttle", "t3")] {
         let l = filtered
             .iter()
             .find(|l| l["reason"] == json!(reason))
             .unwrap_or_else(|| panic!("no `message filtered` with reason {reason}: {filtered:#?}"));
         assert_eq!(l["subscription"], json!("simple.topic"), "{l}");
+        assert_eq!(l["data"], json!(data), "{l}");
     }
     assert_eq!(filtered.len(), 3, "{filtered:#?}");
     let scheduled = trace("throttled message scheduled");
     assert_eq!(scheduled.len(), 1, "{scheduled:#?}");
-    assert!(scheduled[0]["delay"].is_number(), "{}", scheduled[0]);
+    assert!(
+        scheduled[0]["delay"]
+            .as_f64()
+            .is_some_and(|d| (0.0..=0.3).contains(&d)),
+        "{}",
+        scheduled[0]
+    );
+    assert!(scheduled[0]["throttle_key"].is_string(), "{}", scheduled[0]);
     let authz = trace("initializing periodic authorizer");
     assert_eq!(authz.len(), 1, "{authz:#?}");
     assert_eq!(authz[0]["subscription"], json!("periodic_authorizer.topic"));

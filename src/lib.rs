@@ -16,6 +16,7 @@
 //! - [`app`]: the process-wide context shared by sessions.
 //! - [`tls`]: the `wss://` listener's certificate.
 //! - [`server`]: accept, WebSocket handshake, per-connection IO, pings, TLS, shutdown.
+//! - [`wire`]: the frames the server writes, batched into vectored writes.
 //! - [`metrics`]: Prometheus and log metrics.
 //! - [`logging`]: JSON/text log lines, URL scrubbing.
 
@@ -35,3 +36,4 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod tls;
+pub mod wire;

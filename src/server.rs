@@ -1,11 +1,12 @@
 //! The process: startup (R-CFG-6), the WebSocket listener, each connection's IO loop, server
 //! pings (R-WS-7/8), TLS (R-WS-9) and shutdown (R-SHUT).
 //!
-//! Each connection runs two tasks. The reader task owns the read half: it queues client
-//! frames, runs the session's commands one at a time (R-ORD-1) while it keeps reading (so pongs
-//! and closes are seen during a slow callback), and drives the ping timers. The writer task owns
-//! the write half: it drains the session's outbox, batching every frame that is ready into one
-//! flush.
+//! Each connection runs two tasks. The reader task owns the read half (decoded by tungstenite):
+//! it queues client frames, runs the session's commands one at a time (R-ORD-1) while it keeps
+//! reading (so pongs and closes are seen during a slow callback), and drives the ping timers. The
+//! writer task owns the write half: it drains the session's outbox, writing every frame that is
+//! ready with one vectored write ([`crate::wire`]). Everything the server sends, including the
+//! answers to client pings and closes, goes through the outbox.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -14,18 +15,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, StreamExt};
-use futures_util::{FutureExt, SinkExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::FutureExt;
+use futures_util::stream::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::wire::{self, Batch};
 
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
@@ -51,11 +55,11 @@ enum Trigger {
 }
 
 fn ws_config(limits: &LimitsConfig) -> WebSocketConfig {
-    // Small buffers: the read buffer is allocated eagerly per connection (tungstenite's default
-    // is 128 KiB), and the write buffer only collects the frames of one flush.
+    // A small read buffer: it is allocated eagerly per connection (tungstenite's default is
+    // 128 KiB). tungstenite writes nothing that reaches the socket (see `ReadOnly`).
     WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(4096)
+        .write_buffer_size(0)
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size))
 }
@@ -500,10 +504,47 @@ where
         return;
     }
     let config = ws_config(&app.cfg.limits);
+    let (read, write) = tokio::io::split(stream);
     let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
-    serve(app, ws, remote).await;
+        WebSocketStream::from_partially_read(ReadOnly(read), leftover, Role::Server, Some(config))
+            .await;
+    serve(app, ws, write, remote).await;
 }
+
+/// The read half of a connection, as tungstenite's stream. tungstenite answers pings and closes
+/// by writing to its stream; those writes are discarded here, and the reader task queues the
+/// answers in the session's outbox instead, so that the writer task alone writes to the socket.
+struct ReadOnly<S>(ReadHalf<S>);
+
+impl<S: AsyncRead> AsyncRead for ReadOnly<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S> AsyncWrite for ReadOnly<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+type WsReader<S> = WebSocketStream<ReadOnly<S>>;
 
 /// Reads the HTTP upgrade request and answers it (R-WS-1/2). Returns the bytes read past the
 /// request head.
@@ -715,11 +756,14 @@ impl Pinger {
 type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs one WebSocket connection until it ends, then ends its session (R-END).
-async fn serve<S>(app: Arc<App>, ws: WebSocketStream<S>, remote: SocketAddr)
-where
+async fn serve<S>(
+    app: Arc<App>,
+    mut stream: WsReader<S>,
+    sink: tokio::io::WriteHalf<S>,
+    remote: SocketAddr,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, mut stream) = ws.split();
     let id = app.next_session_id();
     let session = Session::new(app.clone(), id, remote.to_string());
     app.register(session.clone());
@@ -802,8 +846,21 @@ where
                         p2.on_pong(&p, now);
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => {
+                Some(Ok(Message::Ping(p))) => session.send_pong(p),
+                Some(Ok(Message::Frame(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    // The closing handshake: echo the client's code, as tungstenite would.
+                    let (code, reason) = match frame {
+                        None => (None, String::new()),
+                        Some(f) if f.code.is_allowed() => {
+                            (Some(u16::from(f.code)), f.reason.as_str().to_owned())
+                        }
+                        Some(_) => (Some(1002), "Protocol violation".to_owned()),
+                    };
+                    session.reply_close(code, reason);
+                    reading = false;
+                }
+                None => {
                     reading = false;
                 }
                 Some(Err(e)) => {
@@ -915,12 +972,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Drains the session's outbox into the socket, one flush per batch of ready frames; while
-/// pushes keep coming, at most one batch per `ws.write_coalesce` (fewer, larger writes: the
+/// Drains the session's outbox into the socket, one vectored write per batch of ready frames;
+/// while pushes keep coming, at most one batch per `ws.write_coalesce` (fewer, larger writes: the
 /// kernel's cost is per write, not per byte).
-async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, session: Arc<Session>)
+async fn write_loop<W>(mut sink: W, session: Arc<Session>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let outbox = session.outbox();
     let coalesce = session.write_coalesce();
@@ -933,34 +990,43 @@ where
             coalesce_until = Some(Instant::now() + coalesce);
         }
         outbox.set_writer_busy(true);
+        let mut frames = Batch::default();
         let (mut pushed, mut unsent) = (0, 0);
+        let (mut close_sent, mut finish) = (false, false);
         for out in batch {
             let (text, is_push) = match out {
                 Out::Text(text) => (text, false),
                 Out::Push(text) => (text, true),
                 Out::Ping(p) => {
-                    if !closed && !broken {
-                        broken = sink.feed(Message::Ping(p)).await.is_err();
+                    if !closed {
+                        frames.frame(wire::OP_PING, p);
+                    }
+                    continue;
+                }
+                Out::Pong(p) => {
+                    if !closed {
+                        frames.frame(wire::OP_PONG, p);
                     }
                     continue;
                 }
                 Out::Close(code, reason) => {
-                    if !closed && !broken {
-                        let frame = CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into(),
-                        };
-                        broken = sink.send(Message::Close(Some(frame))).await.is_err();
+                    if !closed {
+                        frames.close(Some(code), reason);
                     }
                     closed = true;
-                    session.set_close_flushed();
+                    close_sent = true;
+                    continue;
+                }
+                Out::CloseReply(code, reason) => {
+                    if !closed {
+                        frames.close(code, &reason);
+                    }
+                    closed = true;
                     continue;
                 }
                 Out::Finish => {
-                    session.delivered_pushes(pushed);
-                    session.dropped_pushes(unsent);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-                    return;
+                    finish = true;
+                    break;
                 }
             };
             outbox.written(text.len());
@@ -972,15 +1038,28 @@ where
             if tracing::enabled!(tracing::Level::DEBUG) {
                 tracing::debug!(session = session.id, data = text.as_str(), "client send");
             }
-            // Counted once fed (a frame fed just before the connection broke still counts).
             pushed += u64::from(is_push);
-            broken = sink.feed(Message::Text(text)).await.is_err();
+            frames.frame(wire::OP_TEXT, text.into());
         }
-        if !broken && sink.flush().await.is_err() {
-            broken = true;
+        if !broken && !frames.is_empty() {
+            let written = async {
+                frames.write_to(&mut sink).await?;
+                sink.flush().await
+            };
+            if written.await.is_err() {
+                broken = true;
+                (pushed, unsent) = (0, unsent + pushed);
+            }
+        }
+        if close_sent {
+            session.set_close_flushed();
         }
         outbox.set_writer_busy(false);
         session.delivered_pushes(pushed);
         session.dropped_pushes(unsent);
+        if finish {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
+            return;
+        }
     }
 }

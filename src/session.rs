@@ -40,8 +40,13 @@ pub enum Out {
     /// unsubscribe. Counted as dropped when it is never written.
     Push(Utf8Bytes),
     Ping(Bytes),
+    /// The answer to a client's ping (R-WS-6).
+    Pong(Bytes),
     /// Send a close frame with this code and reason; later frames are not sent.
     Close(u16, &'static str),
+    /// The answer to a client's close frame: its code echoed (none if it had none); later
+    /// frames are not sent.
+    CloseReply(Option<u16>, String),
     /// Flush, close the socket and stop.
     Finish,
 }
@@ -388,6 +393,16 @@ impl Session {
 
     pub fn send_ping(&self, payload: Bytes) {
         self.out.push_control(Out::Ping(payload));
+    }
+
+    /// Answers a client's ping (R-WS-6).
+    pub fn send_pong(&self, payload: Bytes) {
+        self.out.push_control(Out::Pong(payload));
+    }
+
+    /// Answers a client's close frame (the closing handshake; the session then ends).
+    pub fn reply_close(&self, code: Option<u16>, reason: String) {
+        self.out.push_control(Out::CloseReply(code, reason));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -1060,6 +1060,21 @@ async fn r_ws_6_client_pings_are_answered() {
     ping_ok(&mut c, "after ping frame").await;
 }
 
+/// The closing handshake started by the client (RFC 6455 §5.5.1): the server answers with a
+/// close frame echoing the client's code, and the session ends as on any disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_ws_client_close_is_echoed() {
+    let env = TestEnv::start().await;
+    for (code, reason) in [(1000, ""), (1001, "going away"), (4000, "app")] {
+        let mut c = env.client().await;
+        subscribe_ok(&mut c, "ws_test.bye").await;
+        assert_eq!(c.close_with(code, reason).await, Some(code), "code {code}");
+        assert_eq!(c.close_frame(), Some((code, reason.to_owned())));
+    }
+    env.svc.wait_calls("/ws_test/on_unsubscribe", 3, secs(5.0)).await;
+    env.redis.wait_channels(&[], secs(5.0)).await;
+}
+
 /// R-ORD-1, R-ORD-2: a burst of 50 pings gets 50 pongs, in order, one each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r_ord_1_burst_of_pings_answered_in_order() {

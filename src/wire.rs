@@ -1,0 +1,231 @@
+//! The frames the server writes (RFC 6455 §5.2; a server never masks) and their vectored writes.
+//!
+//! Reading stays with tungstenite. Writing is done here because it is simple and because
+//! tungstenite's writer copies every frame into a per-connection buffer that keeps its largest
+//! size for the life of the connection: after one burst of 16 KiB messages every connection
+//! would hold 16 KiB more. Here a batch of frames is written with one vectored write: headers
+//! and small payloads are copied into one buffer, larger payloads are written from the shared
+//! frame (the same bytes for every session that gets the message), and nothing outlives the
+//! batch.
+
+use std::io::{self, IoSlice};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// Payloads up to this size are copied next to their header; larger ones are written in place.
+const INLINE_MAX: usize = 512;
+/// Slices per `writev` call (well under every system's `IOV_MAX`).
+const MAX_SLICES: usize = 64;
+
+/// The frames of one batch, ready to be written.
+#[derive(Default)]
+pub struct Batch {
+    chunks: Vec<Bytes>,
+    small: BytesMut,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.small.is_empty()
+    }
+
+    /// Appends one unfragmented frame.
+    pub fn frame(&mut self, opcode: u8, payload: Bytes) {
+        let len = payload.len();
+        self.small.reserve(10 + len.min(INLINE_MAX));
+        self.small.put_u8(0x80 | opcode);
+        if len < 126 {
+            self.small.put_u8(len as u8);
+        } else if len <= 0xFFFF {
+            self.small.put_u8(126);
+            self.small.put_u16(len as u16);
+        } else {
+            self.small.put_u8(127);
+            self.small.put_u64(len as u64);
+        }
+        if len <= INLINE_MAX {
+            self.small.extend_from_slice(&payload);
+        } else {
+            self.chunks.push(self.small.split().freeze());
+            self.chunks.push(payload);
+        }
+    }
+
+    /// A close frame: the code (if any) and the reason.
+    pub fn close(&mut self, code: Option<u16>, reason: &str) {
+        let mut p = BytesMut::new();
+        if let Some(code) = code {
+            p.put_u16(code);
+            p.extend_from_slice(reason.as_bytes());
+        }
+        self.frame(OP_CLOSE, p.freeze());
+    }
+
+    /// Writes everything (several `writev` calls if the socket takes less), leaving the batch
+    /// empty. Does not flush.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        if !self.small.is_empty() {
+            self.chunks.push(self.small.split().freeze());
+        }
+        let mut first = 0;
+        while first < self.chunks.len() {
+            let n = {
+                let slices: Vec<IoSlice<'_>> = self.chunks[first..]
+                    .iter()
+                    .take(MAX_SLICES)
+                    .map(|c| IoSlice::new(c))
+                    .collect();
+                w.write_vectored(&slices).await?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            // Skip what was written: whole chunks, then part of the next one.
+            let mut n = n;
+            while n > 0 {
+                let c = &mut self.chunks[first];
+                if n >= c.len() {
+                    n -= c.len();
+                    first += 1;
+                } else {
+                    let _ = c.split_to(n);
+                    n = 0;
+                }
+            }
+        }
+        self.chunks.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A writer that takes at most `max` bytes per call, vectored or not.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut left = self.max;
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(left);
+                self.out.extend_from_slice(&b[..k]);
+                n += k;
+                left -= k;
+                if left == 0 {
+                    break;
+                }
+            }
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The reference encoding: tungstenite's own (server role, unmasked).
+    fn tungstenite_bytes(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let mut out = Vec::new();
+        for (op, p) in frames {
+            let frame = match *op {
+                OP_TEXT => Frame::message(p.clone(), OpCode::Data(Data::Text), true),
+                OP_PING => Frame::ping(p.clone()),
+                _ => Frame::pong(p.clone()),
+            };
+            frame.format(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_match_tungstenite_whatever_the_socket_takes() {
+        let sizes = [0, 1, 125, 126, 127, 511, 512, 513, 65535, 65536, 70000];
+        let frames: Vec<(u8, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let op = [OP_TEXT, OP_PING, OP_PONG][i % 3];
+                let op = if n > 125 { OP_TEXT } else { op };
+                (op, (0..n).map(|k| (k % 251) as u8).collect())
+            })
+            .collect();
+        let expected = tungstenite_bytes(&frames);
+        for max in [1, 7, 100, 4096, usize::MAX] {
+            let mut b = Batch::default();
+            for (op, p) in &frames {
+                b.frame(*op, Bytes::from(p.clone()));
+            }
+            let mut w = Trickle {
+                out: Vec::new(),
+                max,
+                calls: 0,
+            };
+            b.write_to(&mut w).await.unwrap();
+            assert!(b.is_empty());
+            assert_eq!(w.out.len(), expected.len(), "max {max}");
+            assert!(w.out == expected, "max {max}");
+            if max == usize::MAX {
+                assert_eq!(w.calls, 1, "one writev for the whole batch");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn close_frames() {
+        let mut b = Batch::default();
+        b.close(Some(1000), "");
+        b.close(Some(1008), "slow consumer");
+        b.close(None, "");
+        let mut w = Trickle {
+            out: Vec::new(),
+            max: usize::MAX,
+            calls: 0,
+        };
+        b.write_to(&mut w).await.unwrap();
+        let mut expected = vec![0x88, 2, 0x03, 0xE8, 0x88, 15, 0x03, 0xF0];
+        expected.extend_from_slice(b"slow consumer");
+        expected.extend_from_slice(&[0x88, 0]);
+        assert_eq!(w.out, expected);
+    }
+}

@@ -1071,7 +1071,9 @@ async fn r_ws_client_close_is_echoed() {
         assert_eq!(c.close_with(code, reason).await, Some(code), "code {code}");
         assert_eq!(c.close_frame(), Some((code, reason.to_owned())));
     }
-    env.svc.wait_calls("/ws_test/on_unsubscribe", 3, secs(5.0)).await;
+    env.svc
+        .wait_calls("/ws_test/on_unsubscribe", 3, secs(5.0))
+        .await;
     env.redis.wait_channels(&[], secs(5.0)).await;
 }
 

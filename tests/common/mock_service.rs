@@ -144,6 +144,10 @@ pub struct Request {
     pub raw_body: Vec<u8>,
     /// Arrival time (before the scripted delay).
     pub at: Instant,
+    /// When the answer was about to be written (after the scripted delay); `None` while the
+    /// request is still being answered. `[at, answered]` lies within the time the caller had
+    /// the request in flight, whatever the scheduling delays of this process.
+    pub answered: Option<Instant>,
     pub remote: SocketAddr,
 }
 
@@ -435,6 +439,7 @@ async fn handle(inner: Arc<Inner>, req: axum::extract::Request) -> Response {
             body,
             raw_body,
             at,
+            answered: None,
             remote: conn
                 .as_ref()
                 .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.remote),
@@ -448,6 +453,17 @@ async fn handle(inner: Arc<Inner>, req: axum::extract::Request) -> Response {
     inner.count.send_modify(|n| *n += 1);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    {
+        let mut st = inner.state.lock().unwrap();
+        if let Some(r) = st
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|r| r.at == at && r.path == path)
+        {
+            r.answered = Some(Instant::now());
+        }
     }
     if reply.close {
         if let Some(c) = conn {

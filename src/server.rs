@@ -13,9 +13,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -29,8 +28,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::wire::{self, Batch};
-
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
 use crate::config::{BrokerKind, Config, LimitsConfig};
@@ -38,6 +35,7 @@ use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
 use crate::session::{ClientFrame, Out, Session};
+use crate::wire::{self, Batch};
 
 /// Largest accepted handshake request head.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;

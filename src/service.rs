@@ -17,6 +17,21 @@ use crate::metrics::Metrics;
 use crate::protocol::ERR_SERVICE_UNAVAILABLE;
 use crate::pyjson;
 
+/// A log line about one callback, with its context: session, subscription, service, callback
+/// and URL (credentials scrubbed), then the line's own fields and message.
+macro_rules! callback_log {
+    ($level:ident, $call:expr, $url:expr, $($rest:tt)*) => {
+        tracing::$level!(
+            session = $call.session,
+            subscription = $call.subscription,
+            service = $call.service,
+            callback = $call.callback,
+            url = $url.display.as_str(),
+            $($rest)*
+        )
+    };
+}
+
 /// Longest wait after a 429 (R-HTTP-7).
 const MAX_RATE_LIMIT_WAIT: f64 = 3600.0;
 
@@ -138,12 +153,10 @@ impl ServiceClient {
             }
         }
         if self.tries > 0 {
-            tracing::warn!(
-                session = call.session,
-                subscription = call.subscription,
-                service = call.service,
-                callback = call.callback,
-                url = url.display.as_str(),
+            callback_log!(
+                warn,
+                call,
+                url,
                 tries = self.tries,
                 duration = started.elapsed().as_secs_f64(),
                 "callback failed: service unavailable"
@@ -179,22 +192,12 @@ impl ServiceClient {
             Ok(r) => r,
             Err(e) => {
                 if e.is_timeout() {
-                    tracing::error!(
-                        session = call.session,
-                        subscription = call.subscription,
-                        service = call.service,
-                        callback = call.callback,
-                        url = url.display.as_str(),
-                        duration,
-                        "timeout in http_post"
-                    );
+                    callback_log!(error, call, url, duration, "timeout in http_post");
                 } else {
-                    tracing::error!(
-                        session = call.session,
-                        subscription = call.subscription,
-                        service = call.service,
-                        callback = call.callback,
-                        url = url.display.as_str(),
+                    callback_log!(
+                        error,
+                        call,
+                        url,
                         duration,
                         error = %scrubbed_error(&e),
                         "unhandled exception in http_post"
@@ -225,12 +228,10 @@ impl ServiceClient {
         }
         if status.as_u16() == 429 {
             let wait = self.rate_limit_wait(&headers);
-            tracing::warn!(
-                session = call.session,
-                subscription = call.subscription,
-                service = call.service,
-                callback = call.callback,
-                url = url.display.as_str(),
+            callback_log!(
+                warn,
+                call,
+                url,
                 status = 429,
                 wait,
                 duration,
@@ -242,12 +243,10 @@ impl ServiceClient {
             };
         }
         if status.as_u16() >= 400 || !is_json_content_type(&headers) {
-            tracing::warn!(
-                session = call.session,
-                subscription = call.subscription,
-                service = call.service,
-                callback = call.callback,
-                url = url.display.as_str(),
+            callback_log!(
+                warn,
+                call,
+                url,
                 status = status.as_u16(),
                 content_type = headers
                     .get(CONTENT_TYPE)
@@ -268,12 +267,10 @@ impl ServiceClient {
             Err(_) => "the answer is not valid JSON".into(),
         };
         // R-RESP-6: not retried; the caller decides what it means for the client.
-        tracing::error!(
-            session = call.session,
-            subscription = call.subscription,
-            service = call.service,
-            callback = call.callback,
-            url = url.display.as_str(),
+        callback_log!(
+            error,
+            call,
+            url,
             status = status.as_u16(),
             duration,
             error = why.as_str(),

@@ -2250,10 +2250,9 @@ async fn t59_unknown_metrics_provider_fails_startup() {
     assert!(stderr.contains("port"), "{stderr}");
 }
 
-/// R-RED-1, R-CFG-5: Redis unreachable → `could not connect to redis` error line, non-zero exit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r_red_1_redis_unreachable_fails_startup() {
-    let cfg = offline_config();
+/// Starting with `cfg` fails: a `could not connect to redis` error line, a non-zero exit, no
+/// ready line, no panic (R-RED-1, R-CFG-5).
+async fn assert_redis_startup_failure(cfg: &Config) {
     let (status, stderr) = Server::start_expect_failure(&cfg.toml(), secs(15.0)).await;
     assert!(!status.success(), "{status}: {stderr}");
     let line = stderr
@@ -2269,6 +2268,13 @@ async fn r_red_1_redis_unreachable_fails_startup() {
     );
 }
 
+/// R-RED-1, R-CFG-5: Redis unreachable → `could not connect to redis` error line, non-zero exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_1_redis_unreachable_fails_startup() {
+    let cfg = offline_config();
+    assert_redis_startup_failure(&cfg).await;
+}
+
 /// R-RED-1, R-RED-3, R-CFG-5: `[redis]` reachable but `[redis_alt]` unreachable → the
 /// `could not connect to redis` error line, non-zero exit, no ready line, no panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2278,19 +2284,7 @@ async fn r_red_1_redis_alt_unreachable_fails_startup() {
         "redis_alt",
         json!({"host": "127.0.0.1", "port": unreachable_port(), "channel_prefix": "alt:"}),
     );
-    let (status, stderr) = Server::start_expect_failure(&cfg.toml(), secs(15.0)).await;
-    assert!(!status.success(), "{status}: {stderr}");
-    let line = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| is_event(l, "could not connect to redis"))
-        .unwrap_or_else(|| panic!("no `could not connect to redis` line:\n{stderr}"));
-    assert_eq!(line["level"], json!("error"), "{line}");
-    assert!(!stderr.contains(READY_EVENT), "{stderr}");
-    assert!(
-        !stderr.to_ascii_lowercase().contains("panicked"),
-        "{stderr}"
-    );
+    assert_redis_startup_failure(&cfg).await;
 }
 
 /// R-CFG-5: the WebSocket port cannot be bound → non-zero exit, no ready line.

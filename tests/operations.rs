@@ -161,6 +161,59 @@ async fn ops_pushes_to_a_closing_session_count_as_dropped_closed() {
     assert!(env.server.wait_exit(LONG).await.success());
 }
 
+/// Items 1 and 4 (slow consumers): a client that stops reading is closed with 1008, and what is
+/// routed to it afterwards counts as dropped with reason `slow_consumer`, never as delivered.
+/// (Its `message` command waits for a slow `on_message`, so its subscription stays active after
+/// the close until the command completes, R-ORD-6.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_pushes_to_a_slow_consumer_count_as_dropped_slow_consumer() {
+    let env = TestEnv::start_with(|c| {
+        with_metrics(c);
+        c.set("limits", json!({"max_outbound_bytes": 65536}));
+        c.set("log.level", "INFO");
+    })
+    .await;
+    let port = env.server.metrics_port().await.expect("metrics port");
+    env.svc
+        .set("/complex/on_message", Reply::ok().delay(secs(5.0)));
+    let mut c = env.auth_client().await;
+    let r = c
+        .request(&json!({"event": "subscribe", "subscription": "complex.s"}))
+        .await;
+    assert_eq!(r["status"], json!("ok"), "{r}");
+    env.redis.wait_channels(&["complex.s"], LONG).await;
+    c.send(&json!({"event": "message", "subscription": "complex.s", "data": 1}))
+        .await;
+    env.svc.wait_calls("/complex/on_message", 1, LONG).await;
+    c.pause_reading();
+    let pad = "x".repeat(4096);
+    let slow = "socketshark_slow_consumer_disconnects_total";
+    let mut published = 0;
+    while prom_value(&metrics_text(port).await, slow) != Some(1.0) {
+        assert!(
+            published < 20_000,
+            "not closed after {published} messages of 4 KiB"
+        );
+        for _ in 0..50 {
+            env.redis
+                .publish_json("complex.s", &service_message("complex.s", json!(pad)))
+                .await;
+        }
+        published += 50;
+    }
+    let before = prom_value(&metrics_text(port).await, &dropped("slow_consumer")).unwrap_or(0.0);
+    for i in 0..5 {
+        env.redis
+            .publish_json("complex.s", &service_message("complex.s", json!(i)))
+            .await;
+    }
+    wait_sample(port, &dropped("slow_consumer"), |v| v >= before + 5.0).await;
+    c.resume_reading();
+    let (code, _) = c.recv_close_skipping_data(LONG).await;
+    assert_eq!(code, Some(1008));
+    env.server.stop(LONG).await;
+}
+
 /// Item 2: `/healthz` answers 200 while the process is up; `/readyz` 200 once ready, 503 as
 /// soon as a shutdown starts (while sessions are still closing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

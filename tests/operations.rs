@@ -366,6 +366,10 @@ async fn ops_logs_failed_callbacks_with_context_and_duration() {
         .request(&json!({"event": "subscribe", "subscription": "authorizer.a"}))
         .await;
     assert_eq!(r["error"], json!("Service unavailable."), "{r}");
+    // The lines precede the reply, but the log is read from the server's stderr separately.
+    env.server
+        .wait_event("callback failed: service unavailable", LONG)
+        .await;
     let attempts = env.server.find_logs("callback attempt failed");
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     let finals = env.server.find_logs("callback failed: service unavailable");

@@ -481,6 +481,18 @@ impl ApiConfig {
     }
 }
 
+/// What a client event over `limits.max_events_per_second` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventRatePolicy {
+    /// The session is slowed: its next event waits until the budget has a token again, and its
+    /// socket is not read meanwhile (TCP back-pressure). Nothing is lost, replies stay in order,
+    /// and the client never sees an error the original would not give.
+    Delay,
+    /// The event is answered `Rate limit exceeded.` without being processed.
+    Reject,
+}
+
 /// Per-connection and per-process limits (not in the reference; each default is generous enough
 /// that a well-behaved client never meets it).
 #[derive(Debug, Clone, Deserialize)]
@@ -491,11 +503,14 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     /// Subscriptions per session; more are refused with `Too many subscriptions.`. 0 = no limit.
     pub max_subscriptions: usize,
-    /// Client events per second per session, sustained; events over the rate are answered
-    /// `Rate limit exceeded.` without being processed. 0 = no limit.
+    /// Client events per second per session, sustained; what happens to events over the rate is
+    /// `event_rate_policy`. 0 = no limit.
     pub max_events_per_second: f64,
     /// Events a session may send in a burst above the sustained rate.
     pub max_event_burst: f64,
+    /// What an event over the rate gets: `delay` (the default) waits for the budget to refill,
+    /// and the socket is not read meanwhile; `reject` answers `Rate limit exceeded.`.
+    pub event_rate_policy: EventRatePolicy,
     /// Client events queued behind the one being processed; beyond that the connection is not
     /// read until the queue drains (TCP back-pressure).
     pub max_pending_events: usize,
@@ -518,6 +533,7 @@ impl Default for LimitsConfig {
             max_subscriptions: 1000,
             max_events_per_second: 100.0,
             max_event_burst: 200.0,
+            event_rate_policy: EventRatePolicy::Delay,
             max_pending_events: 64,
             max_concurrent_callbacks: 8,
             max_outbound_bytes: 8 << 20,
@@ -787,6 +803,16 @@ mod tests {
             .unwrap()
             .warnings();
         assert_eq!(w, ["[redis_alt] is ignored with broker = \"memory\""]);
+    }
+
+    #[test]
+    fn event_rate_policy() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.limits.event_rate_policy, EventRatePolicy::Delay);
+        let c = Config::parse("[limits]\nevent_rate_policy = \"reject\"\n").unwrap();
+        assert_eq!(c.limits.event_rate_policy, EventRatePolicy::Reject);
+        let e = Config::parse("[limits]\nevent_rate_policy = \"drop\"\n").unwrap_err();
+        assert!(e.contains("event_rate_policy"), "{e}");
     }
 
     #[test]

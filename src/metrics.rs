@@ -81,6 +81,7 @@ pub struct Metrics {
     outbound_queue_bytes: IntGauge,
     slow_consumers: IntCounter,
     rate_limited: IntCounter,
+    rate_delayed: IntCounter,
     /// Set when a shutdown starts: `/readyz` then answers 503 although the service state stays 1
     /// until the end (R-SHUT-4).
     draining: std::sync::atomic::AtomicBool,
@@ -153,6 +154,10 @@ impl Metrics {
             "socketshark_rate_limited_events_total",
             "Client events refused because the session exceeded limits.max_events_per_second",
         );
+        let rate_delayed = b.int_counter(
+            "socketshark_rate_delayed_events_total",
+            "Client events that waited for the session's budget of limits.max_events_per_second",
+        );
         Metrics {
             log_provider,
             registry: b.registry,
@@ -168,6 +173,7 @@ impl Metrics {
             outbound_queue_bytes,
             slow_consumers,
             rate_limited,
+            rate_delayed,
             draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -257,6 +263,11 @@ impl Metrics {
     /// Extra: a client event was refused by the rate limit.
     pub fn rate_limited(&self) {
         self.rate_limited.inc();
+    }
+
+    /// Extra: a client event waited for the session's rate budget (`event_rate_policy = "delay"`).
+    pub fn rate_delayed(&self) {
+        self.rate_delayed.inc();
     }
 
     /// Extra: `n` published messages were not sent to a subscribed session. `reason` is a
@@ -855,6 +866,9 @@ socketshark_slow_consumer_disconnects_total 0.0
 # HELP socketshark_rate_limited_events_total Client events refused because the session exceeded limits.max_events_per_second
 # TYPE socketshark_rate_limited_events_total counter
 socketshark_rate_limited_events_total 0.0
+# HELP socketshark_rate_delayed_events_total Client events that waited for the session's budget of limits.max_events_per_second
+# TYPE socketshark_rate_delayed_events_total counter
+socketshark_rate_delayed_events_total 0.0
 ",
             env!("CARGO_PKG_VERSION")
         )
@@ -1005,7 +1019,7 @@ socketshark_event_success_counter{event=\"ping\",status=\"success\"} 1.0
              socketshark_messages_dropped_total{reason=\"order\"} 1.0\n"
         ));
         assert!(out.contains("# TYPE socketshark_callback_duration_seconds histogram\n"));
-        assert!(out.ends_with("socketshark_rate_limited_events_total 0.0\n# EOF\n"));
+        assert!(out.ends_with("socketshark_rate_delayed_events_total 0.0\n# EOF\n"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
-use crate::config::{BrokerKind, Config, LimitsConfig};
+use crate::config::{BrokerKind, Config, EventRatePolicy, LimitsConfig};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
@@ -89,18 +89,19 @@ impl TokenBucket {
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    /// Takes a token, or says how long until one is there (nothing is taken then).
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
         if self.rate <= 0.0 {
-            return true;
+            return Ok(());
         }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
     }
 }
@@ -800,15 +801,35 @@ async fn serve<S>(
 
     let limits = &app.cfg.limits;
     let mut bucket = TokenBucket::new(limits.max_events_per_second, limits.max_event_burst);
+    let delay_over_rate = limits.event_rate_policy == EventRatePolicy::Delay;
     let max_pending = limits.max_pending_events;
     let mut queue: VecDeque<ClientFrame> = VecDeque::new();
     let mut current: Option<CommandFuture> = None;
     let mut reading = true;
+    // Set while the session waits for its event budget (`event_rate_policy = "delay"`): the
+    // next event is not started and the socket is not read until then.
+    let mut rate_wait: Option<Instant> = None;
+    // Whether the frame at the head of the queue was already counted as delayed.
+    let mut waited = false;
     loop {
-        if current.is_none() && !session.is_closing() {
+        if current.is_none() && rate_wait.is_none() && !session.is_closing() {
             if let Some(frame) = queue.pop_front() {
-                let limited = !bucket.take(Instant::now());
-                current = Some(Box::pin(session.clone().process(frame, limited)));
+                let now = Instant::now();
+                match bucket.take(now) {
+                    Ok(()) => {
+                        waited = false;
+                        current = Some(Box::pin(session.clone().process(frame, false)));
+                    }
+                    Err(wait) if delay_over_rate => {
+                        if !waited {
+                            app.metrics.rate_delayed();
+                            waited = true;
+                        }
+                        queue.push_front(frame);
+                        rate_wait = Some(now + wait);
+                    }
+                    Err(_) => current = Some(Box::pin(session.clone().process(frame, true))),
+                }
             }
         }
         if current.is_none() {
@@ -818,7 +839,7 @@ async fn serve<S>(
                 }
                 break;
             }
-            if !reading {
+            if !reading && queue.is_empty() {
                 break;
             }
         }
@@ -829,7 +850,10 @@ async fn serve<S>(
             }
             // At most `max_pending` events wait behind the running one; beyond that the socket
             // is not read (TCP back-pressure on a client that floods).
-            msg = stream.next(), if reading && queue.len() < max_pending => match msg {
+            _ = sleep_until_opt(rate_wait), if rate_wait.is_some() => {
+                rate_wait = None;
+            }
+            msg = stream.next(), if reading && rate_wait.is_none() && queue.len() < max_pending => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let frame = ClientFrame::Text(t);
                     if session.is_closing() { ignored(&session, &frame) } else { queue.push_back(frame) }
@@ -1058,6 +1082,43 @@ where
         if finish {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_burst_then_rate_then_wait() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 3.0);
+        b.last = t0;
+        for _ in 0..3 {
+            assert_eq!(b.take(t0), Ok(()));
+        }
+        // Empty: one token comes after 1/10 s.
+        let wait = b.take(t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        // Nothing was taken by the refusal: after the wait there is exactly one.
+        let later = t0 + wait;
+        assert_eq!(b.take(later), Ok(()));
+        assert!(b.take(later).is_err());
+        // Refills up to the burst, not beyond.
+        let much_later = later + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(b.take(much_later), Ok(()));
+        }
+        assert!(b.take(much_later).is_err());
+    }
+
+    #[test]
+    fn token_bucket_rate_zero_is_unlimited() {
+        let mut b = TokenBucket::new(0.0, 1.0);
+        let now = Instant::now();
+        for _ in 0..10_000 {
+            assert_eq!(b.take(now), Ok(()));
         }
     }
 }

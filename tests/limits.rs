@@ -491,12 +491,18 @@ async fn max_subscriptions_default_1000_and_zero_is_unlimited() {
 // limits.max_events_per_second / max_event_burst
 // ------------------------------------------------------------------------------------------
 
-/// Over the rate every command is answered `Rate limit exceeded.` (with `subscription` for
-/// subscription commands) without being processed (no callback, no channel) and counted in
-/// `socketshark_rate_limited_events_total`; the budget is per session and refills.
+/// `event_rate_policy = "reject"`: over the rate every command is answered `Rate limit
+/// exceeded.` (with `subscription` for subscription commands) without being processed (no
+/// callback, no channel) and counted in `socketshark_rate_limited_events_total`; the budget is
+/// per session and refills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_answers_excess_without_processing() {
-    let (env, mport) = start(json!({"max_events_per_second": 1, "max_event_burst": 5})).await;
+async fn rate_limit_reject_answers_excess_without_processing() {
+    let (env, mport) = start(json!({
+        "max_events_per_second": 1,
+        "max_event_burst": 5,
+        "event_rate_policy": "reject",
+    }))
+    .await;
     let mut c = env.client().await;
     let over = [
         (
@@ -561,6 +567,71 @@ async fn rate_limit_answers_excess_without_processing() {
     assert_eq!(env.svc.calls(SBS_PATH), 1);
     wait_metric(mport, RATE_LIMITED_TOTAL, 7.0).await;
     env.redis.wait_channels(&[&sbs("rl")], LONG).await;
+    drop(c);
+    drop(other);
+    assert_no_leak(&env, mport).await;
+}
+
+/// The default `event_rate_policy = "delay"` (issue 13, defect 1): a client that sends 1,000
+/// pings back to back, as the original serves them, gets all 1,000 pongs in order and no error;
+/// over the rate (100/s after a burst of 200) it is slowed instead, so the last pong comes after
+/// about 8 s. A second client is served within 1 s meanwhile. The waits are counted in
+/// `socketshark_rate_delayed_events_total`, nothing in `..._rate_limited_events_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_delay_default_answers_1000_pings_in_order() {
+    let (env, mport) = start_cfg(json!({}), |c| {
+        c.set("log.level", "INFO");
+    })
+    .await;
+    let mut c = env.client().await;
+    let mut other = env.client().await;
+    ping_ok(&mut other, "before").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_ms = Arc::new(AtomicU64::new(0));
+    let pinger = tokio::spawn({
+        let stop = stop.clone();
+        let max_ms = max_ms.clone();
+        async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                ping_ok(&mut other, &format!("o{n}")).await;
+                max_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
+                n += 1;
+                sleep_ms(100).await;
+            }
+            (other, n)
+        }
+    });
+
+    const N: usize = 1000;
+    let t0 = Instant::now();
+    for i in 0..N {
+        c.send(&json!({"event": "ping", "data": format!("p{i}")}))
+            .await;
+    }
+    for i in 0..N {
+        match c.recv_timeout(LONG).await {
+            Some(v) => assert_eq!(v, pong(&format!("p{i}")), "reply {i}"),
+            None => panic!("pong {i} of {N} did not come"),
+        }
+    }
+    let elapsed = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (other, pings) = within(LONG, "the pinger", pinger).await.unwrap();
+    c.expect_silence(QUIET).await;
+    let slowest = max_ms.load(Ordering::SeqCst);
+    eprintln!(
+        "{N} pings answered in {elapsed:?}; other client: {pings} pings, slowest {slowest} ms"
+    );
+    // Slowed to the budget: 800 events over the burst at 100/s.
+    assert!(
+        elapsed >= Duration::from_secs(7),
+        "1000 pings in {elapsed:?}: not slowed"
+    );
+    assert!(slowest < 1000, "the other client waited {slowest} ms");
+    assert_eq!(metric(mport, RATE_LIMITED_TOTAL).await, 0.0);
+    assert!(metric(mport, "socketshark_rate_delayed_events_total").await >= 700.0);
     drop(c);
     drop(other);
     assert_no_leak(&env, mport).await;
@@ -1122,13 +1193,13 @@ async fn hostile_10_mb_frame_closes_1009() {
     assert_no_leak(&env, mport).await;
 }
 
-/// 10 000 subscribes in one burst with the default limits: every command gets exactly one
-/// reply, in order; the first 200 (the burst) succeed, the excess is answered `Rate limit
-/// exceeded.` (counted); another client stays responsive; all channels are released after the
-/// disconnect.
+/// 10 000 subscribes in one burst with the default limits and `event_rate_policy = "reject"`:
+/// every command gets exactly one reply, in order; the first 200 (the burst) succeed, the excess
+/// is answered `Rate limit exceeded.` (counted); another client stays responsive; all channels
+/// are released after the disconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_10000_subscribes_in_one_burst() {
-    let (env, mport) = start_cfg(json!({}), |c| {
+    let (env, mport) = start_cfg(json!({"event_rate_policy": "reject"}), |c| {
         c.set("log.level", "INFO");
     })
     .await;

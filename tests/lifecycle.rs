@@ -2769,3 +2769,73 @@ async fn ws9_bad_cert_path_fails_startup() {
     assert!(!status.success(), "exit status {status}\n{text}");
     assert!(!text.contains("  ready"), "ready line logged:\n{text}");
 }
+
+/// Issue 13 defect 2 / R-SHUT-1, R-END-2: shutdown waits for the answer of a slow
+/// `on_unsubscribe` before the process exits, whatever the client does meanwhile: it answers the
+/// close, drops the connection as soon as the close arrives, does not read, or has its
+/// subscribe still in progress when the signal comes. Repeated in parallel, since the race it
+/// guards against showed in 2 runs of 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shut5_exit_waits_for_slow_on_unsubscribe_answer() {
+    async fn once(round: usize) {
+        let env = TestEnv::start_with_env(|cfg, _, svc| {
+            let url = cb(svc, "ws_test", "on_subscribe");
+            cfg.set_path(&["services", "ws_test", "on_subscribe"], json!(url));
+        })
+        .await;
+        let path = "/ws_test/on_unsubscribe";
+        env.svc.set(path, Reply::ok().delay(secs(1.0)));
+        let mut c = env.client().await;
+        let mode = round % 4;
+        if mode == 3 {
+            // The signal arrives while the subscribe command is being processed.
+            env.svc
+                .set("/ws_test/on_subscribe", Reply::ok().delay(ms(300)));
+            c.send(&subscribe_cmd("ws_test.hello")).await;
+            env.svc
+                .wait_calls("/ws_test/on_subscribe", 1, secs(5.0))
+                .await;
+        } else {
+            subscribe_ok(&mut c, "ws_test.hello").await;
+            sleep_ms(100).await; // see cfg7_sigterm_right_after_ready_exits_0
+        }
+        if mode == 2 {
+            c.pause_reading();
+        }
+        env.server.signal(libc::SIGTERM);
+        let mut client = Some(c);
+        if mode == 1 {
+            let mut c = client.take().unwrap();
+            assert_eq!(c.recv_close(secs(5.0)).await, Some(1000));
+            c.abort().await;
+        }
+        // Every callback that arrived before the exit was answered before it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let requests = env.svc.requests(path);
+            if !env.server.is_running() {
+                assert!(
+                    requests.iter().all(|r| r.answered.is_some()),
+                    "round {round}: the process exited before on_unsubscribe answered. log:\n{}",
+                    env.server.log_dump()
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: no exit");
+            sleep_ms(5).await;
+        }
+        let status = env.server.wait_exit(secs(1.0)).await;
+        assert!(status.success(), "round {round}: exit status {status}");
+        assert!(
+            env.server.has_log("done"),
+            "round {round}: no `done` log line"
+        );
+        if let Some(mut c) = client {
+            c.resume_reading();
+            let (code, _) = c.recv_close_skipping_data(secs(5.0)).await;
+            assert_eq!(code, Some(1000), "round {round}");
+        }
+        assert_eq!(env.svc.calls(path), 1, "round {round}");
+    }
+    join_all((0..12).map(once)).await;
+}

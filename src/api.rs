@@ -23,9 +23,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::compat::pyjson;
 use crate::config::ApiConfig;
 use crate::publish::{Published, Rejected};
-use crate::pyjson;
 
 #[derive(Clone)]
 struct ApiState {

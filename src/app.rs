@@ -11,14 +11,24 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::service::ServiceClient;
-use crate::session::Session;
+
+/// What the process needs of a live session (implemented by `session::Session`): its id, a
+/// close at shutdown, and the bytes queued for its client. A trait, so that this context does
+/// not depend on the session module that depends on it.
+pub trait LiveSession: Send + Sync {
+    fn id(&self) -> u64;
+    /// Starts a server-initiated close with this code.
+    fn close(&self, code: u16, reason: &'static str);
+    /// Bytes of frames queued for the client.
+    fn queued_bytes(&self) -> usize;
+}
 
 pub struct App {
     pub cfg: Arc<Config>,
     pub http: ServiceClient,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
-    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    sessions: Mutex<HashMap<u64, Arc<dyn LiveSession>>>,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
     /// Open connections, including those still in their handshake.
@@ -68,8 +78,8 @@ impl App {
         self.next_session_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn register(&self, session: Arc<Session>) {
-        self.sessions.lock().unwrap().insert(session.id, session);
+    pub fn register(&self, session: Arc<dyn LiveSession>) {
+        self.sessions.lock().unwrap().insert(session.id(), session);
     }
 
     pub fn unregister(&self, id: u64) {
@@ -84,11 +94,11 @@ impl App {
     /// Bytes queued for clients, all sessions together.
     pub fn queued_bytes(&self) -> usize {
         let sessions = self.sessions.lock().unwrap();
-        sessions.values().map(|s| s.outbox().queued_bytes()).sum()
+        sessions.values().map(|s| s.queued_bytes()).sum()
     }
 
     /// A snapshot of the live sessions.
-    pub fn sessions(&self) -> Vec<Arc<Session>> {
+    pub fn sessions(&self) -> Vec<Arc<dyn LiveSession>> {
         self.sessions.lock().unwrap().values().cloned().collect()
     }
 }

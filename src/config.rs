@@ -112,17 +112,17 @@ pub struct CallbackUrl {
 impl CallbackUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let mut url = Url::parse(raw)
-            .map_err(|e| format!("invalid URL {:?}: {e}", crate::logging::scrub_url(raw)))?;
+            .map_err(|e| format!("invalid URL {:?}: {e}", crate::redact::scrub_url(raw)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(format!(
                 "invalid URL {:?}: the scheme must be http or https",
-                crate::logging::scrub_url(raw)
+                crate::redact::scrub_url(raw)
             ));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(format!(
                 "invalid URL {:?}: no host",
-                crate::logging::scrub_url(raw)
+                crate::redact::scrub_url(raw)
             ));
         }
         let user = percent_decode(url.username());
@@ -132,7 +132,7 @@ impl CallbackUrl {
         } else {
             Some((user, pass))
         };
-        let display = crate::logging::scrub_url(raw);
+        let display = crate::redact::scrub_url(raw);
         let _ = url.set_username("");
         let _ = url.set_password(None);
         Ok(CallbackUrl {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::pyjson::HashKey;
+use crate::compat::pyjson::HashKey;
 
 /// Longest delay a trailing send is scheduled for: an infinite or absurd throttle period means
 /// "never" in practice, and must not overflow the clock.
@@ -143,7 +143,7 @@ impl<P> Throttle<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pyjson::hash_key;
+    use crate::compat::pyjson::hash_key;
     use serde_json::json;
 
     fn key(v: serde_json::Value) -> HashKey {

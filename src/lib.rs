@@ -3,8 +3,8 @@
 //! Module map (see ARCHITECTURE.md for the flow of a subscribe, a client message and a
 //! published message through them):
 //! - [`config`]: the TOML schema, defaults and validation.
-//! - [`pyjson`]: JSON with Python semantics (truthiness, equality, `float()`, decoding).
-//! - [`isotime`]: `published_at` normalisation and the timestamps of frames and logs.
+//! - [`compat`]: what exists only for byte-compatibility with the original: [`compat::pyjson`]
+//!   (JSON with Python semantics) and [`compat::isotime`] (Python `datetime` formatting).
 //! - [`protocol`]: client commands and replies: pure, no IO.
 //! - [`publish`]: published messages: decoding and client frames.
 //! - [`delivery`]: the per-subscription order filter and throttle: pure logic.
@@ -18,20 +18,21 @@
 //! - [`server`]: accept, WebSocket handshake, per-connection IO, pings, TLS, shutdown.
 //! - [`wire`]: the frames the server writes, batched into vectored writes.
 //! - [`metrics`]: Prometheus and log metrics.
-//! - [`logging`]: JSON/text log lines, URL scrubbing.
+//! - [`logging`]: JSON/text log lines.
+//! - [`redact`]: URL credentials scrubbed from logs and errors.
 
 pub mod api;
 pub mod app;
 pub mod broker;
+pub mod compat;
 pub mod config;
 pub mod delivery;
 pub mod hub;
-pub mod isotime;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod publish;
-pub mod pyjson;
+pub mod redact;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(socketshark::pyjson::WORKER_STACK)
+        .thread_stack_size(socketshark::compat::pyjson::WORKER_STACK)
         .build()
     {
         Ok(rt) => rt,

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::pyjson::{self, JsonError};
+use crate::compat::pyjson::{self, JsonError};
 
 pub const ERR_INVALID_MESSAGE: &str = "Messages must be JSON and contain an event field.";
 pub const ERR_EVENT_NOT_FOUND: &str = "Event not found.";

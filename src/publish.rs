@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::isotime;
-use crate::pyjson::{self, HashKey};
+use crate::compat::isotime;
+use crate::compat::pyjson::{self, HashKey};
 
 /// `(order key, order)` or `(throttle key, period in seconds)`.
 pub type Keyed = (HashKey, f64);
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn deep_data_with_colliding_extra_fields() {
         std::thread::Builder::new()
-            .stack_size(crate::pyjson::WORKER_STACK)
+            .stack_size(crate::compat::pyjson::WORKER_STACK)
             .spawn(|| {
                 let depth = 500;
                 let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
@@ -358,7 +358,7 @@ mod tests {
                     with_published_at: true,
                 };
                 let f = frame("s.t", &m, &extra, meta);
-                let v = crate::pyjson::parse(&f).unwrap();
+                let v = crate::compat::pyjson::parse(&f).unwrap();
                 assert_eq!(v["data"].to_string(), data);
             })
             .unwrap()

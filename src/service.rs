@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde_json::{Map, Value};
 
+use crate::compat::pyjson;
 use crate::config::{CallbackUrl, HttpConfig};
 use crate::metrics::Metrics;
 use crate::protocol::ERR_SERVICE_UNAVAILABLE;
-use crate::pyjson;
 
 /// A log line about one callback, with its context: session, subscription, service, callback
 /// and URL (credentials scrubbed), then the line's own fields and message.
@@ -347,7 +347,7 @@ fn scrubbed_error(e: &reqwest::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    crate::logging::scrub_url(&text)
+    crate::redact::scrub_url(&text)
 }
 
 #[cfg(test)]

@@ -22,13 +22,13 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::app::App;
+use crate::app::{App, LiveSession};
+use crate::compat::pyjson::{self, HashKey};
 use crate::config::{CallbackUrl, ServiceConfig};
 use crate::delivery::{Arrival, OrderFilter, Throttle};
 use crate::hub::{Fanout, Member};
 use crate::protocol::{self as proto, Decoded, Event, Name};
 use crate::publish::{self, ExtraFields, Meta, Published};
-use crate::pyjson::{self, HashKey};
 use crate::service::{Call, Outcome};
 
 /// A frame for the connection's writer.
@@ -302,6 +302,20 @@ impl Drop for RemovalInFlight<'_> {
     fn drop(&mut self) {
         self.0.removals_in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.removals_done.notify_waiters();
+    }
+}
+
+impl LiveSession for Session {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn close(&self, code: u16, reason: &'static str) {
+        Session::close(self, code, reason);
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.out.queued_bytes()
     }
 }
 

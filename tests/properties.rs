@@ -16,10 +16,10 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use socketshark::isotime::normalize_published_at;
+use socketshark::compat::isotime::normalize_published_at;
+use socketshark::compat::pyjson;
 use socketshark::protocol::{self, Decoded, Event};
 use socketshark::publish::{self, ExtraFields, Meta, Published, Rejected};
-use socketshark::pyjson;
 
 // ---------------------------------------------------------------------------------------------
 // Strategies

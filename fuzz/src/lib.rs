@@ -10,10 +10,10 @@
 //! [`pyjson::MAX_DEPTH`] on such threads, never on a smaller stack.
 
 use serde_json::{Map, Value};
-use socketshark::isotime::normalize_published_at;
+use socketshark::compat::isotime::normalize_published_at;
 use socketshark::protocol::{self, Decoded, Event, Name};
 use socketshark::publish::{self, ExtraFields, Meta, Published, Rejected};
-use socketshark::pyjson::{self, HashKey};
+use socketshark::compat::pyjson::{self, HashKey};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

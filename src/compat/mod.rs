@@ -1,0 +1,9 @@
+//! What exists only for byte-compatibility with the original (Python 3.11, structlog,
+//! prometheus_client): a newcomer can read the core without these, and a change here changes
+//! what the server writes, byte for byte.
+//! - [`pyjson`]: JSON with Python semantics (truthiness, equality, `float()`, decoding).
+//! - [`isotime`]: Python `datetime` formatting: `published_at` normalisation and the timestamps
+//!   of frames and log lines.
+
+pub mod isotime;
+pub mod pyjson;

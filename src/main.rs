@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     socketshark::logging::init(&cfg.log);
+    return_large_allocations_to_the_system();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,4 +62,17 @@ fn main() -> ExitCode {
     let code = runtime.block_on(socketshark::server::run(cfg));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(code as u8)
+}
+
+/// glibc's malloc raises its mmap threshold each time a large block is freed, after which blocks
+/// of that size come from the heap and stay in the process once freed: 200 connections that
+/// each received one 500 KB message kept 166 KiB each (VmRSS 8.7 -> 41.1 MiB). A fixed threshold
+/// (which also turns that adjustment off) keeps every block of 128 KiB or more in its own
+/// mapping, returned to the system when the message is done (same test: 8.4 -> 8.7 MiB).
+fn return_large_allocations_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }

@@ -1,7 +1,7 @@
 //! The process: startup (R-CFG-6), the WebSocket listener, each connection's IO loop, server
 //! pings (R-WS-7/8), TLS (R-WS-9) and shutdown (R-SHUT).
 //!
-//! Each connection runs two tasks. The reader task owns the read half (decoded by tungstenite):
+//! Each connection runs two tasks. The reader task owns the read half (decoded by [`crate::wire::read`]):
 //! it queues client frames, runs the session's commands one at a time (R-ORD-1) while it keeps
 //! reading (so pongs and closes are seen during a slow callback), and drives the ping timers. The
 //! writer task owns the write half: it drains the session's outbox, writing every frame that is
@@ -13,28 +13,26 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::stream::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
-use crate::config::{BrokerKind, Config, EventRatePolicy, LimitsConfig};
+use crate::config::{BrokerKind, Config, EventRatePolicy};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
 use crate::session::{ClientFrame, Out, Session};
+use crate::wire::read::{Frame, FrameReader, ReadFail, read_frames};
 use crate::wire::{self, Batch};
 
 /// Largest accepted handshake request head.
@@ -50,16 +48,6 @@ enum Trigger {
     Signal,
     BrokerClosed,
     BrokerPingTimeout,
-}
-
-fn ws_config(limits: &LimitsConfig) -> WebSocketConfig {
-    // A small read buffer: it is allocated eagerly per connection (tungstenite's default is
-    // 128 KiB). tungstenite writes nothing that reaches the socket (see `ReadOnly`).
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(limits.max_message_size))
-        .max_frame_size(Some(limits.max_message_size))
 }
 
 /// Counts a connection from accept to the end of its session (`limits.max_connections`).
@@ -482,10 +470,7 @@ async fn accept_tls(
     }
 }
 
-async fn handshake_and_serve<S>(app: Arc<App>, mut stream: S, remote: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake_and_serve<S: SplitIo>(app: Arc<App>, mut stream: S, remote: SocketAddr) {
     let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
     let leftover = match tokio::time::timeout(handshake_timeout, handshake(&mut stream)).await {
         Ok(Ok(rest)) => rest,
@@ -502,48 +487,33 @@ where
         tracing::warn!(remote = %remote, "dropped connection");
         return;
     }
-    let config = ws_config(&app.cfg.limits);
-    let (read, write) = tokio::io::split(stream);
-    let ws =
-        WebSocketStream::from_partially_read(ReadOnly(read), leftover, Role::Server, Some(config))
-            .await;
-    serve(app, ws, write, remote).await;
+    let (read, write) = stream.split_io();
+    serve(app, read, write, leftover, remote).await;
 }
 
-/// The read half of a connection, as tungstenite's stream. tungstenite answers pings and closes
-/// by writing to its stream; those writes are discarded here, and the reader task queues the
-/// answers in the session's outbox instead, so that the writer task alone writes to the socket.
-struct ReadOnly<S>(ReadHalf<S>);
+/// A connection split into the halves that the reader and the writer own. Plain TCP splits
+/// without a lock; TLS needs `tokio::io::split` (a lock around each read and write).
+trait SplitIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type R: AsyncRead + Unpin + Send + 'static;
+    type W: AsyncWrite + Unpin + Send + 'static;
+    fn split_io(self) -> (Self::R, Self::W);
+}
 
-impl<S: AsyncRead> AsyncRead for ReadOnly<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+impl SplitIo for TcpStream {
+    type R = tokio::net::tcp::OwnedReadHalf;
+    type W = tokio::net::tcp::OwnedWriteHalf;
+    fn split_io(self) -> (Self::R, Self::W) {
+        self.into_split()
     }
 }
 
-impl<S> AsyncWrite for ReadOnly<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+impl SplitIo for tokio_rustls::server::TlsStream<TcpStream> {
+    type R = tokio::io::ReadHalf<Self>;
+    type W = tokio::io::WriteHalf<Self>;
+    fn split_io(self) -> (Self::R, Self::W) {
+        tokio::io::split(self)
     }
 }
-
-type WsReader<S> = WebSocketStream<ReadOnly<S>>;
 
 /// Reads the HTTP upgrade request and answers it (R-WS-1/2). Returns the bytes read past the
 /// request head.
@@ -755,13 +725,11 @@ impl Pinger {
 type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs one WebSocket connection until it ends, then ends its session (R-END).
-async fn serve<S>(
-    app: Arc<App>,
-    mut stream: WsReader<S>,
-    sink: tokio::io::WriteHalf<S>,
-    remote: SocketAddr,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// `leftover`: bytes the client sent right after its handshake request.
+async fn serve<R, W>(app: Arc<App>, mut stream: R, sink: W, leftover: Vec<u8>, remote: SocketAddr)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = app.next_session_id();
     let session = Session::new(app.clone(), id, remote.to_string());
@@ -800,17 +768,26 @@ async fn serve<S>(
     .collect();
 
     let limits = &app.cfg.limits;
+    let mut decoder = FrameReader::new(limits.max_message_size);
     let mut bucket = TokenBucket::new(limits.max_events_per_second, limits.max_event_burst);
     let delay_over_rate = limits.event_rate_policy == EventRatePolicy::Delay;
     let max_pending = limits.max_pending_events;
     let mut queue: VecDeque<ClientFrame> = VecDeque::new();
     let mut current: Option<CommandFuture> = None;
-    let mut reading = true;
     // Set while the session waits for its event budget (`event_rate_policy = "delay"`): the
     // next event is not started and the socket is not read until then.
     let mut rate_wait: Option<Instant> = None;
     // Whether the frame at the head of the queue was already counted as delayed.
     let mut waited = false;
+    let mut reading = true;
+    let mut frames = Vec::new();
+    let first = decoder.feed(&leftover, &mut frames);
+    drop(leftover);
+    on_frames(&session, frames, &mut queue, &mut pingers, &mut reading);
+    let mut frames = Vec::new();
+    if let Err(e) = first {
+        read_failed(&session, ReadFail::Protocol(e), &mut reading);
+    }
     loop {
         if current.is_none() && rate_wait.is_none() && !session.is_closing() {
             if let Some(frame) = queue.pop_front() {
@@ -853,49 +830,18 @@ async fn serve<S>(
             _ = sleep_until_opt(rate_wait), if rate_wait.is_some() => {
                 rate_wait = None;
             }
-            msg = stream.next(), if reading && rate_wait.is_none() && queue.len() < max_pending => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let frame = ClientFrame::Text(t);
-                    if session.is_closing() { ignored(&session, &frame) } else { queue.push_back(frame) }
+            // At most `max_pending` events wait behind the running one; beyond that the socket
+            // is not read (TCP back-pressure on a client that floods). One read may complete
+            // several frames, so the queue can pass that bound by one read's worth (64 KiB).
+            r = read_frames(&mut stream, &mut decoder, &mut frames),
+                if reading && rate_wait.is_none() && queue.len() < max_pending =>
+            {
+                let done = std::mem::take(&mut frames);
+                on_frames(&session, done, &mut queue, &mut pingers, &mut reading);
+                if let Err(fail) = r {
+                    read_failed(&session, fail, &mut reading);
                 }
-                Some(Ok(Message::Binary(b))) => {
-                    let frame = ClientFrame::Binary(b);
-                    if session.is_closing() { ignored(&session, &frame) } else { queue.push_back(frame) }
-                }
-                Some(Ok(Message::Pong(p))) => {
-                    let now = Instant::now();
-                    for p2 in &mut pingers {
-                        p2.on_pong(&p, now);
-                    }
-                }
-                Some(Ok(Message::Ping(p))) => session.send_pong(p),
-                Some(Ok(Message::Frame(_))) => {}
-                Some(Ok(Message::Close(frame))) => {
-                    // The closing handshake: echo the client's code, as tungstenite would.
-                    let (code, reason) = match frame {
-                        None => (None, String::new()),
-                        Some(f) if f.code.is_allowed() => {
-                            (Some(u16::from(f.code)), f.reason.as_str().to_owned())
-                        }
-                        Some(_) => (Some(1002), "Protocol violation".to_owned()),
-                    };
-                    session.reply_close(code, reason);
-                    reading = false;
-                }
-                None => {
-                    reading = false;
-                }
-                Some(Err(e)) => {
-                    reading = false;
-                    match read_error_close_code(&e) {
-                        Some(code) => {
-                            tracing::info!(session = id, error = %e, "closing connection");
-                            session.close(code, "");
-                        }
-                        None => tracing::debug!(session = id, error = %e, "connection lost"),
-                    }
-                }
-            },
+            }
             _ = sleep_until_opt(ping_deadline), if !session.is_closing() => {
                 let now = Instant::now();
                 for p in &mut pingers {
@@ -940,12 +886,19 @@ async fn serve<S>(
     // writer flush what it has and close.
     if server_closed && reading {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            while let Some(m) = stream.next().await {
-                match m {
-                    Ok(Message::Text(t)) => ignored(&session, &ClientFrame::Text(t)),
-                    Ok(Message::Binary(b)) => ignored(&session, &ClientFrame::Binary(b)),
-                    Ok(Message::Close(_)) | Err(_) => break,
-                    Ok(_) => {}
+            let mut frames = Vec::new();
+            loop {
+                let r = read_frames(&mut stream, &mut decoder, &mut frames).await;
+                for frame in frames.drain(..) {
+                    match frame {
+                        Frame::Text(t) => ignored(&session, &ClientFrame::Text(t)),
+                        Frame::Binary(b) => ignored(&session, &ClientFrame::Binary(b)),
+                        Frame::Close(_) => return,
+                        Frame::Ping(_) | Frame::Pong(_) => {}
+                    }
+                }
+                if r.is_err() {
+                    return;
                 }
             }
         })
@@ -975,15 +928,64 @@ fn ignored(session: &Session, frame: &ClientFrame) {
     );
 }
 
-/// The close code for a read error (R-WS-4, R-WS-5), or `None` when the connection is gone.
-fn read_error_close_code(e: &tungstenite::Error) -> Option<u16> {
-    use tungstenite::error::{CapacityError, Error};
-    match e {
-        Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(1009),
-        Error::Capacity(_) => Some(1009),
-        Error::Utf8(_) => Some(1007),
-        Error::Protocol(_) => Some(1002),
-        _ => None,
+/// Hands the frames of one read to the session: messages to the command queue (or ignored when
+/// the session is closing, R-WS-12), pings answered, pongs to the ping timers, the client's
+/// close answered (the closing handshake, echoing its code) and reading stopped.
+fn on_frames(
+    session: &Session,
+    frames: Vec<Frame>,
+    queue: &mut VecDeque<ClientFrame>,
+    pingers: &mut [Pinger],
+    reading: &mut bool,
+) {
+    for frame in frames {
+        let message = match frame {
+            Frame::Text(t) => ClientFrame::Text(t),
+            Frame::Binary(b) => ClientFrame::Binary(b),
+            Frame::Pong(p) => {
+                let now = Instant::now();
+                for pinger in pingers.iter_mut() {
+                    pinger.on_pong(&p, now);
+                }
+                continue;
+            }
+            Frame::Ping(p) => {
+                session.send_pong(p);
+                continue;
+            }
+            Frame::Close(close) => {
+                let (code, reason) = match close {
+                    None => (None, String::new()),
+                    Some((code, reason)) => (Some(code), reason),
+                };
+                session.reply_close(code, reason);
+                *reading = false;
+                continue;
+            }
+        };
+        if session.is_closing() {
+            ignored(session, &message);
+        } else {
+            queue.push_back(message);
+        }
+    }
+}
+
+/// The end of reading: the client went away, or broke the protocol (closed with 1002, 1007 or
+/// 1009: R-WS-4, R-WS-5).
+fn read_failed(session: &Session, fail: ReadFail, reading: &mut bool) {
+    *reading = false;
+    match fail {
+        ReadFail::Protocol(e) => {
+            tracing::info!(session = session.id, error = %e, "closing connection");
+            session.close(e.close_code(), "");
+        }
+        ReadFail::Gone(e) => {
+            let error = e
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "end of stream".into());
+            tracing::debug!(session = session.id, error, "connection lost");
+        }
     }
 }
 

@@ -1,12 +1,15 @@
-//! The frames the server writes (RFC 6455 §5.2; a server never masks) and their vectored writes.
+//! The frames the server writes (RFC 6455 §5.2; a server never masks) and their vectored writes;
+//! [`read`] decodes the frames it reads.
 //!
-//! Reading stays with tungstenite. Writing is done here because it is simple and because
+//! Writing is done here because it is simple and because
 //! tungstenite's writer copies every frame into a per-connection buffer that keeps its largest
 //! size for the life of the connection: after one burst of 16 KiB messages every connection
 //! would hold 16 KiB more. Here a batch of frames is written with one vectored write: headers
 //! and small payloads are copied into one buffer, larger payloads are written from the shared
 //! frame (the same bytes for every session that gets the message), and nothing outlives the
 //! batch.
+
+pub mod read;
 
 use std::io::{self, IoSlice};
 

@@ -1130,6 +1130,45 @@ async fn handshake_timeout_drops_clients_that_never_upgrade() {
 // Hostile input
 // ------------------------------------------------------------------------------------------
 
+/// Issue 12: memory comes back after large messages. 100 connections each send one 500 KB
+/// message and stay open: the server's RSS afterwards is within 10 % (plus 2 MiB of slack for a
+/// debug build) of what it was before. Before the frame reader of `wire::read`, tungstenite's
+/// read buffer kept the largest frame per connection (+50 MB here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_leave_no_memory_behind() {
+    let (env, _) = start(json!({"max_events_per_second": 0})).await;
+    let pid = env.server.pid();
+    const N: usize = 100;
+    let mut socks = Vec::with_capacity(N);
+    for _ in 0..N {
+        socks.push(raw_ws(env.server.port()).await);
+    }
+    sleep_ms(300).await;
+    let rss0 = proc_kib(pid, "VmRSS");
+    let payload = format!(r#"{{"event":"ping","data":"{}"}}"#, "x".repeat(500_000));
+    let mut frame = client_frame_header(1, payload.len() as u64);
+    frame.extend_from_slice(payload.as_bytes()); // the mask is 0: the payload as is
+    for s in &mut socks {
+        s.write_all(&frame).await.unwrap();
+    }
+    for s in &mut socks {
+        let (op, _) = read_server_frame(s, LONG).await.expect("the pong");
+        assert_eq!(op, 1);
+    }
+    sleep_ms(300).await;
+    let rss1 = proc_kib(pid, "VmRSS");
+    eprintln!(
+        "{N} connections x one 500 KB message: VmRSS {:.1} MiB -> {:.1} MiB",
+        mib(rss0),
+        mib(rss1)
+    );
+    assert!(
+        rss1 <= rss0 + rss0 / 10 + 2048,
+        "VmRSS grew from {rss0} KiB to {rss1} KiB: large messages leave memory behind"
+    );
+    drop(socks);
+}
+
 /// A 10 MB message with the default limits closes with 1009; a frame header announcing
 /// 2^63-1 bytes too (nothing is allocated for it); the server and other sessions are fine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,19 @@
 //! The process: startup (R-CFG-6), the WebSocket listener, each connection's IO loop, server
 //! pings (R-WS-7/8), TLS (R-WS-9) and shutdown (R-SHUT).
 //!
-//! Each connection runs two tasks. The reader task owns the read half (decoded by [`crate::wire::read`]):
-//! it queues client frames, runs the session's commands one at a time (R-ORD-1) while it keeps
-//! reading (so pongs and closes are seen during a slow callback), and drives the ping timers. The
-//! writer task owns the write half: it drains the session's outbox, writing every frame that is
-//! ready with one vectored write ([`crate::wire`]). Everything the server sends, including the
+//! Each connection is one task ([`serve`]): one `select!` loop reads frames (decoded by
+//! [`crate::wire::read`]) and queues client messages, runs the session's commands one at a time
+//! (R-ORD-1) while it keeps reading (so pongs and closes are seen during a slow callback), drives
+//! the ping timers, and writes (a [`Writer`] drains the session's outbox, every frame that is
+//! ready with one vectored write, [`crate::wire`]). Everything the server sends, including the
 //! answers to client pings and closes, goes through the outbox.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::ready;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -746,7 +747,7 @@ where
     let started = Instant::now();
     tracing::debug!(session = id, remote = %remote, "new session");
     tracing::info!(session = id, remote = %remote, "connection open");
-    let writer = tokio::spawn(write_loop(sink, session.clone()));
+    let mut writer = Writer::new(sink, session.write_coalesce());
 
     let ping_cfg = &app.cfg.ws.ping;
     let mut pingers: Vec<Pinger> = [
@@ -825,8 +826,7 @@ where
             _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
                 current = None;
             }
-            // At most `max_pending` events wait behind the running one; beyond that the socket
-            // is not read (TCP back-pressure on a client that floods).
+            _ = writer.step(&session), if !writer.done => {}
             _ = sleep_until_opt(rate_wait), if rate_wait.is_some() => {
                 rate_wait = None;
             }
@@ -867,11 +867,12 @@ where
     let server_closed = session.is_closing();
     // Boxed: the session end's callback futures would otherwise be part of every connection's
     // (long-lived) future.
-    Box::pin(session.end()).await;
+    while_writing(&mut writer, &session, Box::pin(session.end()), None).await;
     if server_closed {
         // Let the close frame reach the client before the session counts as ended (shutdown
         // waits for sessions, then the process exits).
-        let _ = tokio::time::timeout(Duration::from_secs(2), session.close_flushed()).await;
+        let flushed = session.close_flushed();
+        while_writing(&mut writer, &session, flushed, Some(Duration::from_secs(2))).await;
     }
     app.metrics.connection_closed();
     app.unregister(id);
@@ -885,7 +886,7 @@ where
     // Wait (bounded) for the client's close frame after a server-initiated close, then let the
     // writer flush what it has and close.
     if server_closed && reading {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let client_close = async {
             let mut frames = Vec::new();
             loop {
                 let r = read_frames(&mut stream, &mut decoder, &mut frames).await;
@@ -901,17 +902,16 @@ where
                     return;
                 }
             }
-        })
-        .await;
+        };
+        while_writing(&mut writer, &session, client_close, Some(CLOSE_TIMEOUT)).await;
     }
     session.outbox_finish();
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
-    }
+    let finished = async {
+        while !writer.done {
+            writer.step(&session).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), finished).await;
     // What the writer could not write (it was stuck on a client that does not read).
     session.dropped_pushes(session.outbox().discard());
 }
@@ -996,94 +996,167 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Drains the session's outbox into the socket, one vectored write per batch of ready frames;
-/// while pushes keep coming, at most one batch per `ws.write_coalesce` (fewer, larger writes: the
-/// kernel's cost is per write, not per byte).
-async fn write_loop<W>(mut sink: W, session: Arc<Session>)
-where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let outbox = session.outbox();
-    let coalesce = session.write_coalesce();
-    let mut coalesce_until = None;
-    let mut closed = false;
-    let mut broken = false;
-    loop {
-        let batch = outbox.next_batch(coalesce_until).await;
-        if !coalesce.is_zero() {
-            coalesce_until = Some(Instant::now() + coalesce);
+/// The connection's writer: drains the session's outbox into the socket, one vectored write per
+/// batch of ready frames; while pushes keep coming, at most one batch per `ws.write_coalesce`
+/// (fewer, larger writes: the kernel's cost is per write, not per byte). It runs inside the
+/// connection's task: [`Writer::step`] is one branch of the connection's `select!`, and keeps
+/// all its progress in `self`, so it can be dropped between polls and resumed.
+struct Writer<W> {
+    sink: W,
+    coalesce: Duration,
+    coalesce_until: Option<Instant>,
+    /// The frames of the batch being written (empty between batches: nothing is kept).
+    frames: Batch,
+    /// A batch was taken from the outbox and is not finished yet.
+    busy: bool,
+    /// Pushes in the batch, and pushes that will never be written.
+    pushed: u64,
+    unsent: u64,
+    /// The batch holds the server's close frame / the `Finish` marker.
+    close_sent: bool,
+    finish: bool,
+    /// A close frame was queued: later frames are not sent.
+    closed: bool,
+    /// A write failed: nothing more is written.
+    broken: bool,
+    /// The socket was shut down (after `Finish`).
+    done: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    fn new(sink: W, coalesce: Duration) -> Writer<W> {
+        Writer {
+            sink,
+            coalesce,
+            coalesce_until: None,
+            frames: Batch::default(),
+            busy: false,
+            pushed: 0,
+            unsent: 0,
+            close_sent: false,
+            finish: false,
+            closed: false,
+            broken: false,
+            done: false,
+        }
+    }
+
+    /// Waits for frames in the outbox and writes them (one batch). Cancel-safe.
+    async fn step(&mut self, session: &Session) {
+        if !self.busy {
+            let batch = session.outbox().next_batch(self.coalesce_until).await;
+            self.take(session, batch);
+        }
+        if self.broken {
+            self.frames = Batch::default();
+        } else if !self.frames.is_empty() {
+            let written = poll_fn(|cx| {
+                ready!(self.frames.poll_write_all(cx, &mut self.sink))?;
+                Pin::new(&mut self.sink).poll_flush(cx)
+            })
+            .await;
+            if written.is_err() {
+                self.broken = true;
+                self.frames = Batch::default();
+                (self.pushed, self.unsent) = (0, self.unsent + self.pushed);
+            }
+        }
+        if self.finish {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.shutdown()).await;
+        }
+        self.batch_done(session);
+    }
+
+    /// Encodes a batch taken from the outbox.
+    fn take(&mut self, session: &Session, batch: VecDeque<Out>) {
+        let outbox = session.outbox();
+        if !self.coalesce.is_zero() {
+            self.coalesce_until = Some(Instant::now() + self.coalesce);
         }
         outbox.set_writer_busy(true);
-        let mut frames = Batch::default();
-        let (mut pushed, mut unsent) = (0, 0);
-        let (mut close_sent, mut finish) = (false, false);
+        self.busy = true;
         for out in batch {
             let (text, is_push) = match out {
                 Out::Text(text) => (text, false),
                 Out::Push(text) => (text, true),
                 Out::Ping(p) => {
-                    if !closed {
-                        frames.frame(wire::OP_PING, p);
+                    if !self.closed {
+                        self.frames.frame(wire::OP_PING, p);
                     }
                     continue;
                 }
                 Out::Pong(p) => {
-                    if !closed {
-                        frames.frame(wire::OP_PONG, p);
+                    if !self.closed {
+                        self.frames.frame(wire::OP_PONG, p);
                     }
                     continue;
                 }
                 Out::Close(code, reason) => {
-                    if !closed {
-                        frames.close(Some(code), reason);
+                    if !self.closed {
+                        self.frames.close(Some(code), reason);
                     }
-                    closed = true;
-                    close_sent = true;
+                    self.closed = true;
+                    self.close_sent = true;
                     continue;
                 }
                 Out::CloseReply(code, reason) => {
-                    if !closed {
-                        frames.close(code, &reason);
+                    if !self.closed {
+                        self.frames.close(code, &reason);
                     }
-                    closed = true;
+                    self.closed = true;
                     continue;
                 }
                 Out::Finish => {
-                    finish = true;
+                    self.finish = true;
                     break;
                 }
             };
             outbox.written(text.len());
-            if closed || broken {
+            if self.closed || self.broken {
                 tracing::warn!(session = session.id, "attempted to send to closed socket");
-                unsent += u64::from(is_push);
+                self.unsent += u64::from(is_push);
                 continue;
             }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 tracing::debug!(session = session.id, data = text.as_str(), "client send");
             }
-            pushed += u64::from(is_push);
-            frames.frame(wire::OP_TEXT, text.into());
+            self.pushed += u64::from(is_push);
+            self.frames.frame(wire::OP_TEXT, text.into());
         }
-        if !broken && !frames.is_empty() {
-            let written = async {
-                frames.write_to(&mut sink).await?;
-                sink.flush().await
-            };
-            if written.await.is_err() {
-                broken = true;
-                (pushed, unsent) = (0, unsent + pushed);
-            }
-        }
-        if close_sent {
+    }
+
+    /// The batch is written (or could not be).
+    fn batch_done(&mut self, session: &Session) {
+        if self.close_sent {
             session.set_close_flushed();
+            self.close_sent = false;
         }
-        outbox.set_writer_busy(false);
-        session.delivered_pushes(pushed);
-        session.dropped_pushes(unsent);
-        if finish {
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
-            return;
+        session.outbox().set_writer_busy(false);
+        session.delivered_pushes(std::mem::take(&mut self.pushed));
+        session.dropped_pushes(std::mem::take(&mut self.unsent));
+        self.busy = false;
+        self.done = self.finish;
+    }
+}
+
+/// Runs `fut` while the writer goes on writing, for at most `limit`; `None` if the time ran out.
+async fn while_writing<W, F>(
+    writer: &mut Writer<W>,
+    session: &Session,
+    fut: F,
+    limit: Option<Duration>,
+) -> Option<F::Output>
+where
+    W: AsyncWrite + Unpin,
+    F: Future,
+{
+    let deadline = limit.map(|l| Instant::now() + l);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = writer.step(session), if !writer.done => {}
+            _ = sleep_until_opt(deadline), if deadline.is_some() => return None,
         }
     }
 }

@@ -152,7 +152,7 @@ impl Outbox {
             };
             if nonempty {
                 if let Some(until) = coalesce_until.filter(|u| *u > Instant::now()) {
-                    // Boxed: a timer inline would grow every idle connection's writer task.
+                    // Boxed: a timer inline would grow every idle connection's future.
                     tokio::select! {
                         _ = Box::pin(tokio::time::sleep_until(until)) => {}
                         _ = self.ready.notified() => {}

@@ -13,8 +13,11 @@ pub mod read;
 
 use std::io::{self, IoSlice};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
@@ -73,37 +76,55 @@ impl Batch {
     /// Writes everything (several `writev` calls if the socket takes less), leaving the batch
     /// empty. Does not flush.
     pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_all(cx, w)).await
+    }
+
+    /// [`Batch::write_to`] as a poll: what each `writev` took is removed from the batch at once,
+    /// so a caller may stop polling at any time and resume later without losing or repeating a
+    /// byte.
+    pub fn poll_write_all<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+    ) -> Poll<io::Result<()>> {
         if !self.small.is_empty() {
             self.chunks.push(self.small.split().freeze());
         }
-        let mut first = 0;
-        while first < self.chunks.len() {
+        while !self.chunks.is_empty() {
             let n = {
-                let slices: Vec<IoSlice<'_>> = self.chunks[first..]
+                let slices: Vec<IoSlice<'_>> = self
+                    .chunks
                     .iter()
                     .take(MAX_SLICES)
                     .map(|c| IoSlice::new(c))
                     .collect();
-                w.write_vectored(&slices).await?
+                match Pin::new(&mut *w).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
             };
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            // Skip what was written: whole chunks, then part of the next one.
+            // Drop what was written: whole chunks, then part of the next one.
             let mut n = n;
-            while n > 0 {
-                let c = &mut self.chunks[first];
+            let mut whole = 0;
+            for c in &mut self.chunks {
                 if n >= c.len() {
                     n -= c.len();
-                    first += 1;
+                    whole += 1;
                 } else {
                     let _ = c.split_to(n);
-                    n = 0;
+                    break;
                 }
             }
+            self.chunks.drain(..whole);
         }
-        self.chunks.clear();
-        Ok(())
+        // Nothing is kept between batches.
+        self.chunks = Vec::new();
+        self.small = BytesMut::new();
+        Poll::Ready(Ok(()))
     }
 }
 

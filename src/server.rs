@@ -675,7 +675,8 @@ struct Pinger {
     interval: Duration,
     timeout: Duration,
     next_ping: Instant,
-    outstanding: Option<(Bytes, Instant)>,
+    /// The payload of the ping awaiting its pong, and when it was sent.
+    outstanding: Option<([u8; 4], Instant)>,
     close: (u16, &'static str),
     log: &'static str,
 }
@@ -718,9 +719,9 @@ impl Pinger {
             Some((_, sent)) if now >= *sent + self.timeout => PingAction::TimedOut,
             Some(_) => PingAction::Nothing,
             None if now >= self.next_ping => {
-                let payload = Bytes::copy_from_slice(&rand::random::<[u8; 4]>());
-                self.outstanding = Some((payload.clone(), now));
-                PingAction::Send(payload)
+                let payload = rand::random::<[u8; 4]>();
+                self.outstanding = Some((payload, now));
+                PingAction::Send(Bytes::copy_from_slice(&payload))
             }
             None => PingAction::Nothing,
         }
@@ -728,7 +729,7 @@ impl Pinger {
 
     fn on_pong(&mut self, payload: &[u8], now: Instant) {
         if let Some((expected, sent)) = &self.outstanding {
-            if expected.as_ref() == payload {
+            if &expected[..] == payload {
                 let rtt = now.saturating_duration_since(*sent);
                 tracing::trace!(latency = rtt.as_secs_f64(), "pong");
                 self.next_ping = now + self.interval.saturating_sub(rtt);
@@ -765,7 +766,8 @@ where
     let mut writer = Writer::new(sink, session.write_coalesce());
 
     let ping_cfg = &app.cfg.ws.ping;
-    let mut pingers: Vec<Pinger> = [
+    // Inline rather than in a `Vec`: no allocation per connection (538 bytes, massif).
+    let mut pingers: [Option<Pinger>; 2] = [
         Pinger::new(
             ping_cfg.interval.duration(),
             ping_cfg.timeout.duration(),
@@ -778,10 +780,7 @@ where
             (1011, "keepalive ping timeout"),
             "keepalive ping timeout",
         ),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    ];
 
     let limits = &app.cfg.limits;
     let mut decoder = FrameReader::new(limits.max_message_size);
@@ -807,6 +806,10 @@ where
     loop {
         if current.is_none() && rate_wait.is_none() && !session.is_closing() {
             if let Some(frame) = queue.pop_front() {
+                if queue.is_empty() {
+                    // An idle connection holds no queue (152 bytes, massif).
+                    queue = VecDeque::new();
+                }
                 let now = Instant::now();
                 match bucket.take(now) {
                     Ok(()) => {
@@ -836,15 +839,19 @@ where
                 break;
             }
         }
-        let ping_deadline = pingers.iter().map(Pinger::deadline).min();
+        // One timer for the rate wait and the pings (a timer is ~100 bytes of every
+        // connection's future).
+        let ping_deadline = if session.is_closing() {
+            None
+        } else {
+            pingers.iter().flatten().map(Pinger::deadline).min()
+        };
+        let deadline = rate_wait.into_iter().chain(ping_deadline).min();
         tokio::select! {
             _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
                 current = None;
             }
             _ = writer.step(&session), if !writer.done => {}
-            _ = sleep_until_opt(rate_wait), if rate_wait.is_some() => {
-                rate_wait = None;
-            }
             // At most `max_pending` events wait behind the running one; beyond that the socket
             // is not read (TCP back-pressure on a client that floods). One read may complete
             // several frames, so the queue can pass that bound by one read's worth (64 KiB).
@@ -857,9 +864,13 @@ where
                     read_failed(&session, fail, &mut reading);
                 }
             }
-            _ = sleep_until_opt(ping_deadline), if !session.is_closing() => {
+            _ = sleep_until_opt(deadline), if deadline.is_some() => {
                 let now = Instant::now();
-                for p in &mut pingers {
+                if rate_wait.is_some_and(|t| t <= now) {
+                    rate_wait = None;
+                }
+                let pings_due = ping_deadline.is_some_and(|t| t <= now);
+                for p in pingers.iter_mut().flatten().filter(|_| pings_due) {
                     match p.on_timer(now) {
                         PingAction::Nothing => {}
                         PingAction::Send(payload) => {
@@ -878,57 +889,93 @@ where
         }
     }
 
-    // R-END-2: the session ends once no command is in progress.
-    let server_closed = session.is_closing();
-    // Boxed: the session end's callback futures would otherwise be part of every connection's
-    // (long-lived) future.
-    while_writing(&mut writer, &session, Box::pin(session.end()), None).await;
-    if server_closed {
-        // Let the close frame reach the client before the session counts as ended (shutdown
-        // waits for sessions, then the process exits).
-        let flushed = session.close_flushed();
-        while_writing(&mut writer, &session, flushed, Some(Duration::from_secs(2))).await;
-    }
-    app.metrics.connection_closed();
-    app.unregister(id);
-    tracing::info!(
-        session = id,
-        remote = %remote,
-        duration = started.elapsed().as_secs_f64(),
-        "connection closed"
-    );
+    // Boxed: the end's futures would otherwise be part of every connection's (long-lived)
+    // future.
+    let end = Ended {
+        app,
+        session,
+        remote,
+        started,
+        reading,
+    };
+    Box::pin(end.finish(stream, decoder, writer)).await;
+}
 
-    // Wait (bounded) for the client's close frame after a server-initiated close, then let the
-    // writer flush what it has and close.
-    if server_closed && reading {
-        let client_close = async {
-            let mut frames = Vec::new();
-            loop {
-                let r = read_frames(&mut stream, &mut decoder, &mut frames).await;
-                for frame in frames.drain(..) {
-                    match frame {
-                        Frame::Text(t) => ignored(&session, &ClientFrame::Text(t)),
-                        Frame::Binary(b) => ignored(&session, &ClientFrame::Binary(b)),
-                        Frame::Close(_) => return,
-                        Frame::Ping(_) | Frame::Pong(_) => {}
+/// What the end of a connection needs of it.
+struct Ended {
+    app: Arc<App>,
+    session: Arc<Session>,
+    remote: SocketAddr,
+    started: Instant,
+    /// The client has not closed its side.
+    reading: bool,
+}
+
+impl Ended {
+    /// Ends the session (R-END-2: once no command is in progress), then the closing handshake,
+    /// while the writer goes on writing.
+    async fn finish<R, W>(self, mut stream: R, mut decoder: FrameReader, mut writer: Writer<W>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let Ended {
+            app,
+            session,
+            remote,
+            started,
+            reading,
+        } = self;
+        let id = session.id;
+        let server_closed = session.is_closing();
+        while_writing(&mut writer, &session, Box::pin(session.end()), None).await;
+        if server_closed {
+            // Let the close frame reach the client before the session counts as ended
+            // (shutdown waits for sessions, then the process exits).
+            let flushed = session.close_flushed();
+            while_writing(&mut writer, &session, flushed, Some(Duration::from_secs(2))).await;
+        }
+        app.metrics.connection_closed();
+        app.unregister(id);
+        tracing::info!(
+            session = id,
+            remote = %remote,
+            duration = started.elapsed().as_secs_f64(),
+            "connection closed"
+        );
+
+        // Wait (bounded) for the client's close frame after a server-initiated close, then let
+        // the writer flush what it has and close.
+        if server_closed && reading {
+            let client_close = async {
+                let mut frames = Vec::new();
+                loop {
+                    let r = read_frames(&mut stream, &mut decoder, &mut frames).await;
+                    for frame in frames.drain(..) {
+                        match frame {
+                            Frame::Text(t) => ignored(&session, &ClientFrame::Text(t)),
+                            Frame::Binary(b) => ignored(&session, &ClientFrame::Binary(b)),
+                            Frame::Close(_) => return,
+                            Frame::Ping(_) | Frame::Pong(_) => {}
+                        }
+                    }
+                    if r.is_err() {
+                        return;
                     }
                 }
-                if r.is_err() {
-                    return;
-                }
+            };
+            while_writing(&mut writer, &session, client_close, Some(CLOSE_TIMEOUT)).await;
+        }
+        session.outbox_finish();
+        let finished = async {
+            while !writer.done {
+                writer.step(&session).await;
             }
         };
-        while_writing(&mut writer, &session, client_close, Some(CLOSE_TIMEOUT)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), finished).await;
+        // What the writer could not write (it was stuck on a client that does not read).
+        session.dropped_pushes(session.outbox().discard());
     }
-    session.outbox_finish();
-    let finished = async {
-        while !writer.done {
-            writer.step(&session).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), finished).await;
-    // What the writer could not write (it was stuck on a client that does not read).
-    session.dropped_pushes(session.outbox().discard());
 }
 
 fn ignored(session: &Session, frame: &ClientFrame) {
@@ -950,7 +997,7 @@ fn on_frames(
     session: &Session,
     frames: Vec<Frame>,
     queue: &mut VecDeque<ClientFrame>,
-    pingers: &mut [Pinger],
+    pingers: &mut [Option<Pinger>],
     reading: &mut bool,
 ) {
     for frame in frames {
@@ -959,7 +1006,7 @@ fn on_frames(
             Frame::Binary(b) => ClientFrame::Binary(b),
             Frame::Pong(p) => {
                 let now = Instant::now();
-                for pinger in pingers.iter_mut() {
+                for pinger in pingers.iter_mut().flatten() {
                     pinger.on_pong(&p, now);
                 }
                 continue;

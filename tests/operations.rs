@@ -129,13 +129,19 @@ async fn ops_extra_metrics_count_deliveries_drops_and_callbacks() {
 /// Item 1 and R-PUB-10: messages routed to a session the server is closing are not sent; they
 /// count as dropped with reason `closed`, never as delivered. (A shutdown closes the session
 /// while its `message` command waits for a slow `on_message`, so the subscription stays active
-/// until the command completes, R-ORD-6.)
+/// until the command completes, R-ORD-6. The answer comes after 10 s, within an `http.timeout`
+/// of 20 s: the base config's 5 s timeout would end the command first, which left too short a
+/// window on a loaded machine.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_pushes_to_a_closing_session_count_as_dropped_closed() {
-    let env = TestEnv::start_with(with_metrics).await;
+    let env = TestEnv::start_with(|c| {
+        with_metrics(c);
+        c.set_path(&["http", "timeout"], json!(20));
+    })
+    .await;
     let port = env.server.metrics_port().await.expect("metrics port");
     env.svc
-        .set("/complex/on_message", Reply::ok().delay(secs(6.0)));
+        .set("/complex/on_message", Reply::ok().delay(secs(10.0)));
     let mut c = env.auth_client().await;
     let r = c
         .request(&json!({"event": "subscribe", "subscription": "complex.t"}))

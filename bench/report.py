@@ -219,6 +219,12 @@ The last configuration each server ran with (ports change with every start):
 
 </details>
 """
+    # bench/faults.sh owns the "Fault injection" section at the end of the same file: keep it.
+    if os.path.exists(OUT):
+        old = read(OUT)
+        at = old.find("\n## Fault injection\n")
+        if at >= 0:
+            doc = doc.rstrip("\n") + "\n" + old[at:]
     with open(OUT, "w") as f:
         f.write(doc)
     print(tbl)

@@ -6,6 +6,7 @@
 mod client;
 mod cpu;
 mod fanout;
+mod faults;
 mod hist;
 mod others;
 
@@ -31,6 +32,9 @@ enum Command {
     Idle(others::IdleArgs),
     /// Client `message` -> server -> bench `on_message` service -> confirmation, in a loop.
     Echo(others::EchoArgs),
+    /// The fault-injection suite (issue #13): Redis killed/paused, failing services, churn,
+    /// slow and hostile clients; see bench/faults.sh.
+    Faults(faults::FaultsArgs),
     /// Run only the bench's echo service (POST /echo) until interrupted.
     Service {
         #[arg(long, default_value_t = 0)]
@@ -88,7 +92,7 @@ fn main() {
         Command::Connect(a) => a.clients,
         Command::Idle(a) => a.clients,
         Command::Echo(a) => a.clients,
-        Command::Service { .. } => 0,
+        Command::Service { .. } | Command::Faults(_) => 0,
     };
     if needed + 100 > nofile {
         eprintln!(
@@ -101,6 +105,7 @@ fn main() {
             Command::Connect(a) => others::connect(a).await.map(|v| (v, true)),
             Command::Idle(a) => others::idle(a).await.map(|v| (v, true)),
             Command::Echo(a) => others::echo(a).await.map(|v| (v, true)),
+            Command::Faults(a) => faults::run(a).await,
             Command::Service { port } => {
                 others::start_service(port).await?;
                 tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

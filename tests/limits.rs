@@ -126,6 +126,35 @@ async fn ping_ok(c: &mut Client, tag: &str) {
     assert_eq!(r, pong(tag), "pong for {tag}");
 }
 
+/// A bystander client that pings every 100 ms until `stop` is set; `max_ms` is its slowest
+/// round trip. The task returns the client and the number of pings.
+fn bystander(
+    mut other: Client,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    tokio::task::JoinHandle<(Client, usize)>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_ms = Arc::new(AtomicU64::new(0));
+    let pinger = tokio::spawn({
+        let stop = stop.clone();
+        let max_ms = max_ms.clone();
+        async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                ping_ok(&mut other, &format!("o{n}")).await;
+                max_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
+                n += 1;
+                sleep_ms(100).await;
+            }
+            (other, n)
+        }
+    });
+    (stop, max_ms, pinger)
+}
+
 fn sub_cmd(name: &str) -> Value {
     json!({"event": "subscribe", "subscription": name})
 }
@@ -586,23 +615,7 @@ async fn rate_limit_delay_default_answers_1000_pings_in_order() {
     let mut c = env.client().await;
     let mut other = env.client().await;
     ping_ok(&mut other, "before").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_ms = Arc::new(AtomicU64::new(0));
-    let pinger = tokio::spawn({
-        let stop = stop.clone();
-        let max_ms = max_ms.clone();
-        async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let t = Instant::now();
-                ping_ok(&mut other, &format!("o{n}")).await;
-                max_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
-                n += 1;
-                sleep_ms(100).await;
-            }
-            (other, n)
-        }
-    });
+    let (stop, max_ms, pinger) = bystander(other);
 
     const N: usize = 1000;
     let t0 = Instant::now();
@@ -1245,23 +1258,7 @@ async fn hostile_10000_subscribes_in_one_burst() {
     let mut c = env.client().await;
     let mut other = env.client().await;
     ping_ok(&mut other, "before").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_ms = Arc::new(AtomicU64::new(0));
-    let pinger = tokio::spawn({
-        let stop = stop.clone();
-        let max_ms = max_ms.clone();
-        async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let t = Instant::now();
-                ping_ok(&mut other, &format!("o{n}")).await;
-                max_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
-                n += 1;
-                sleep_ms(100).await;
-            }
-            (other, n)
-        }
-    });
+    let (stop, max_ms, pinger) = bystander(other);
 
     const N: usize = 10_000;
     let t0 = Instant::now();

@@ -1,0 +1,167 @@
+//! The session's outgoing queue with its byte budget (the slow-consumer policy).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A frame for the connection's writer.
+#[derive(Debug)]
+pub enum Out {
+    /// A reply.
+    Text(Utf8Bytes),
+    /// A push: a published message, a trailing throttled message, a server-initiated
+    /// unsubscribe. Counted as dropped when it is never written.
+    Push(Utf8Bytes),
+    Ping(Bytes),
+    /// The answer to a client's ping (R-WS-6).
+    Pong(Bytes),
+    /// Send a close frame with this code and reason; later frames are not sent.
+    Close(u16, &'static str),
+    /// The answer to a client's close frame: its code echoed (none if it had none); later
+    /// frames are not sent.
+    CloseReply(Option<u16>, String),
+    /// Flush, close the socket and stop.
+    Finish,
+}
+
+/// The session's outgoing queue with its byte budget. A plain queue under a mutex: the writer
+/// takes everything queued at once (one flush per batch), and an idle session holds no buffer.
+pub struct Outbox {
+    queue: Mutex<VecDeque<Out>>,
+    /// Notified when the queue goes from empty to non-empty.
+    ready: Notify,
+    /// A reply or control frame is queued: the writer does not linger (`ws.write_coalesce`).
+    urgent: AtomicBool,
+    queued: AtomicUsize,
+    /// Since when (milliseconds on [`clock_ms`]) the writer has been writing without finishing
+    /// its batch; 0 when it is idle. A writer stuck for long on a full socket means the client
+    /// does not read.
+    busy_since_ms: AtomicU64,
+}
+
+/// Queued bytes that end the writer's `ws.write_coalesce` linger at once (at most a quarter of
+/// the smallest allowed `limits.max_outbound_bytes`).
+const COALESCE_FLUSH_BYTES: usize = 16 * 1024;
+
+/// How long the writer may be stuck on a full socket, with the queue over its budget, before the
+/// client counts as a slow consumer.
+const SLOW_CONSUMER_GRACE_MS: u64 = 1000;
+
+/// Milliseconds since the first call (a monotonic clock; never 0).
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    start.elapsed().as_millis() as u64 + 1
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            urgent: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            busy_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Outbox {
+    /// Queues `out`. The writer is woken when the queue was empty, and for an `urgent` frame (a
+    /// reply or a control frame) also while it lingers before writing a batch of pushes.
+    pub(super) fn push(&self, out: Out, urgent: bool) {
+        let wake = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = q.is_empty();
+            q.push_back(out);
+            if urgent {
+                self.urgent.store(true, Ordering::Relaxed);
+            }
+            was_empty || urgent
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Queues a reply (`urgent`) or a push; returns the bytes now queued.
+    pub(super) fn push_text(&self, text: Utf8Bytes, urgent: bool) -> usize {
+        let len = text.len();
+        let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
+        // A backlog big enough for a full write ends the writer's linger: coalescing saves
+        // small writes, it must not hold back a burst (nor push a reading client towards the
+        // slow-consumer limit).
+        let out = if urgent {
+            Out::Text(text)
+        } else {
+            Out::Push(text)
+        };
+        self.push(out, urgent || total >= COALESCE_FLUSH_BYTES);
+        total
+    }
+
+    /// Empties the queue once the writer is gone; returns how many pushes were in it.
+    pub fn discard(&self) -> u64 {
+        let q = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        self.queued.store(0, Ordering::Relaxed);
+        q.iter().filter(|o| matches!(o, Out::Push(_))).count() as u64
+    }
+
+    pub(super) fn push_control(&self, out: Out) {
+        self.push(out, true);
+    }
+
+    /// Everything queued, waiting until there is something (for the writer). With a
+    /// `coalesce_until` still ahead (the previous batch was taken less than `ws.write_coalesce`
+    /// ago), a queue of pushes only is left to fill until then; an urgent frame ends the wait.
+    pub async fn next_batch(&self, coalesce_until: Option<tokio::time::Instant>) -> VecDeque<Out> {
+        loop {
+            let nonempty = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if !q.is_empty() && self.urgent.swap(false, Ordering::Relaxed) {
+                    return std::mem::take(&mut *q);
+                }
+                !q.is_empty()
+            };
+            if nonempty {
+                if let Some(until) = coalesce_until.filter(|u| *u > Instant::now()) {
+                    // Boxed: a timer inline would grow every idle connection's future.
+                    tokio::select! {
+                        _ = Box::pin(tokio::time::sleep_until(until)) => {}
+                        _ = self.ready.notified() => {}
+                    }
+                }
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                self.urgent.store(false, Ordering::Relaxed);
+                return std::mem::take(&mut *q);
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The writer starts writing a batch (`true`) or has written everything queued (`false`).
+    pub fn set_writer_busy(&self, busy: bool) {
+        let v = if busy { clock_ms() } else { 0 };
+        self.busy_since_ms.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether the writer has been stuck for longer than the grace period.
+    pub(super) fn writer_stuck(&self) -> bool {
+        let since = self.busy_since_ms.load(Ordering::Relaxed);
+        since != 0 && clock_ms().saturating_sub(since) > SLOW_CONSUMER_GRACE_MS
+    }
+
+    /// Called by the writer once a text frame of `len` bytes left the queue.
+    pub fn written(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}

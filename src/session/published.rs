@@ -1,0 +1,150 @@
+//! Published messages routed to the session: the per-subscription pipeline (R-PUB-6,
+//! R-FLT, R-OOO, R-THR) and the trailing sends of throttled messages.
+
+use super::*;
+
+impl Session {
+    /// The per-session pipeline (R-PUB-6): active subscription → filter fields → order →
+    /// throttle → send. `fanout` is `Some` for live deliveries, `None` for buffered ones
+    /// (R-SUB-10), which carry no `received_at`/`queue_size`.
+    pub(super) fn pipeline(
+        &self,
+        st: &mut State,
+        msg: &Arc<Published>,
+        fanout: Option<&mut Fanout>,
+    ) {
+        let State { subs, auth, .. } = st;
+        let Some(sub) = subs.get_mut(&msg.subscription) else {
+            return;
+        };
+        let metrics = &self.app.metrics;
+        let filtered = |reason: &'static str| {
+            metrics.messages_dropped(reason, 1);
+            tracing::trace!(
+                session = self.id,
+                subscription = msg.subscription.as_str(),
+                data = msg.data.as_str(),
+                reason,
+                "message filtered"
+            );
+        };
+        if !filter_passes(&sub.service, &msg.fields, &sub.extra.map, auth) {
+            return filtered("fields");
+        }
+        if let Some((key, order)) = &msg.options.order {
+            if !sub.order.accept(key, *order) {
+                return filtered("order");
+            }
+        }
+        if let Some((key, period)) = &msg.options.throttle {
+            match sub
+                .throttle
+                .arrive(key, *period, Instant::now(), msg.clone())
+            {
+                Arrival::SendNow(_) => {}
+                Arrival::Held => {
+                    // The pending message it replaces will never be sent.
+                    return filtered("throttle");
+                }
+                Arrival::Schedule(due) => {
+                    tracing::trace!(
+                        session = self.id,
+                        subscription = msg.subscription.as_str(),
+                        throttle_key = ?key,
+                        delay = due.saturating_duration_since(Instant::now()).as_secs_f64(),
+                        "throttled message scheduled"
+                    );
+                    let handle =
+                        self.spawn_trailing_send(&msg.subscription, sub.instance, key, due);
+                    if let Some(old) = sub.timers.insert(key.clone(), handle) {
+                        old.abort();
+                    }
+                    return;
+                }
+            }
+        }
+        let frame = match fanout {
+            Some(f) => f.frame(msg, &sub.extra),
+            None => {
+                let sent_at = publish::now();
+                let meta = Meta {
+                    live: None,
+                    sent_at: &sent_at,
+                    with_published_at: true,
+                };
+                publish::frame(&msg.subscription, msg, &sub.extra, meta).into()
+            }
+        };
+        self.push(frame);
+    }
+
+    pub(super) fn spawn_trailing_send(
+        &self,
+        name: &str,
+        instance: u64,
+        key: &HashKey,
+        due: Instant,
+    ) -> AbortHandle {
+        let weak = self.weak.clone();
+        let name = name.to_owned();
+        let key = key.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            if let Some(session) = weak.upgrade() {
+                session.trailing_send(&name, instance, &key);
+            }
+        })
+        .abort_handle()
+    }
+
+    /// A trailing throttled send is due (R-THR-4).
+    pub(super) fn trailing_send(&self, name: &str, instance: u64, key: &HashKey) {
+        let mut st = self.lock();
+        let Some(sub) = st.subs.get_mut(name).filter(|s| s.instance == instance) else {
+            tracing::trace!(
+                subscription = name,
+                "throttled message subscription invalid"
+            );
+            return;
+        };
+        sub.timers.remove(key);
+        let Some(msg) = sub.throttle.fire(key, Instant::now()) else {
+            return;
+        };
+        tracing::trace!(
+            session = self.id,
+            subscription = name,
+            "sending throttled message"
+        );
+        let sent_at = publish::now();
+        let meta = Meta {
+            live: None,
+            sent_at: &sent_at,
+            with_published_at: false,
+        };
+        let frame = publish::frame(name, &msg, &sub.extra, meta);
+        drop(st);
+        self.push(frame.into());
+    }
+}
+
+impl Member for Session {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout) {
+        if self.is_closing() {
+            self.dropped_pushes(1);
+            return;
+        }
+        let mut st = self.lock();
+        if let Some((name, buffer)) = &mut st.acquiring {
+            if name == channel {
+                buffer.push(msg.clone());
+                return;
+            }
+        }
+        self.pipeline(&mut st, msg, Some(fanout));
+    }
+}

@@ -1,0 +1,192 @@
+//! `subscribe` (R-SUB).
+
+use super::*;
+
+impl Session {
+    /// `subscribe` (R-SUB-1..13).
+    pub(super) async fn subscribe(&self, cmd: &Map<String, Value>) -> CmdResult {
+        let (name, svc) = match self.check_name(Event::Subscribe, cmd)? {
+            NameCheck::Reply(r) => {
+                self.reply(r);
+                return Ok(false);
+            }
+            NameCheck::Ok(n, s) => (n, s),
+        };
+        let extra = proto::capture_extra_fields(cmd, &svc.extra_fields);
+        let (authenticated, existing) = {
+            let st = self.lock();
+            (
+                !st.auth.is_empty(),
+                st.subs.get(name).map(|s| s.extra.map.clone()),
+            )
+        };
+        let ev = Event::Subscribe;
+        if svc.require_authentication && !authenticated {
+            let reply_extra = existing.as_ref().unwrap_or(&extra);
+            return self.error_reply(
+                ev,
+                name,
+                &proto::ERR_AUTH_REQUIRED.into(),
+                reply_extra,
+                None,
+            );
+        }
+        if let Some(existing) = existing {
+            return self.error_reply(
+                ev,
+                name,
+                &proto::ERR_ALREADY_SUBSCRIBED.into(),
+                &existing,
+                None,
+            );
+        }
+        let max = self.app.cfg.limits.max_subscriptions;
+        if max > 0 && self.lock().subs.len() >= max {
+            let text = proto::ERR_TOO_MANY_SUBSCRIPTIONS.into();
+            return self.error_reply(ev, name, &text, &extra, None);
+        }
+
+        // R-SUB-5: authorize.
+        let mut authz = Map::new();
+        if let Some(url) = &svc.authorizer {
+            tracing::debug!(
+                session = self.id,
+                subscription = name,
+                "verifying authorization"
+            );
+            let body = self.body(name, &extra, &Map::new(), None);
+            match self
+                .call("authorizer", &svc.name, Some(name), url, &body)
+                .await
+            {
+                Outcome::Unusable(why) => return Err(unhandled(Some(name), Some(extra), why)),
+                Outcome::Answer(a) if !proto::is_ok(&a) => {
+                    let text = proto::error_text(&a, proto::ERR_UNAUTHORIZED);
+                    return self.error_reply(ev, name, &text, &extra, proto::error_data(&a));
+                }
+                Outcome::Answer(a) => {
+                    authz = pick_fields(&a, &svc.authorizer_fields);
+                    tracing::debug!(
+                        session = self.id,
+                        subscription = name,
+                        "authorization verified"
+                    );
+                }
+            }
+        }
+
+        // R-SUB-6: hold the channel; buffer what arrives for it until the subscription is active.
+        self.lock().acquiring = Some((name.to_owned(), Vec::new()));
+        let me: Arc<dyn Member> = self.strong();
+        if let Err(e) = self.app.hub.acquire(name, me).await {
+            self.abandon(name);
+            return Err(unhandled(
+                Some(name),
+                Some(extra),
+                format!("broker subscription failed: {e}"),
+            ));
+        }
+        // This session holds the channel, so it is the one just confirmed.
+        self.app.hub.confirmed(name);
+
+        // R-SUB-7: before_subscribe. A refusal leaves no trace (R-DEF-1).
+        let answer = match &svc.before_subscribe {
+            None => {
+                let mut ok = Map::new();
+                ok.insert("status".into(), Value::String("ok".into()));
+                ok
+            }
+            Some(url) => {
+                let body = self.body(name, &extra, &authz, None);
+                match self
+                    .call("before_subscribe", &svc.name, Some(name), url, &body)
+                    .await
+                {
+                    Outcome::Unusable(why) => {
+                        self.abandon(name);
+                        return Err(unhandled(Some(name), Some(extra), why));
+                    }
+                    Outcome::Answer(a) if !proto::is_ok(&a) => {
+                        self.abandon(name);
+                        let text = proto::error_text(&a, proto::ERR_UNHANDLED);
+                        return self.error_reply(ev, name, &text, &extra, proto::error_data(&a));
+                    }
+                    Outcome::Answer(a) => a,
+                }
+            }
+        };
+
+        // R-SUB-8..11: register, evaluate the answer like a published message, reply, deliver
+        // the buffered messages, start the periodic tasks — all under the state lock, so the
+        // reply precedes the buffered messages, which precede live ones.
+        let extra = if extra.is_empty() {
+            ExtraFields::none()
+        } else {
+            Arc::new(ExtraFields::new(extra))
+        };
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let buffered = st.acquiring.take().map(|(_, b)| b).unwrap_or_default();
+            st.next_instance += 1;
+            let instance = st.next_instance;
+            let mut sub = Sub {
+                instance,
+                service: svc.clone(),
+                extra: extra.clone(),
+                authz: authz.clone(),
+                order: OrderFilter::default(),
+                throttle: Throttle::default(),
+                timers: HashMap::new(),
+                reauth: None,
+                heartbeat: None,
+            };
+            // Non-object options in the answer are treated as no options.
+            let options = publish::parse_options(answer.get("options")).unwrap_or_default();
+            if let Some((k, o)) = options.order {
+                sub.order.seed(k, o);
+            }
+            if let Some((k, _)) = options.throttle {
+                sub.throttle.seed(k, Instant::now());
+            }
+            if filter_passes(&svc, &answer, &extra.map, &st.auth) {
+                let data = answer.get("data").filter(|d| !d.is_null());
+                self.reply(proto::reply(
+                    "subscribe",
+                    None,
+                    Some(&extra.map),
+                    data,
+                    Some(name),
+                ));
+            }
+            if svc.authorization_renewal_period.is_some() {
+                sub.reauth = Some(self.spawn_reauth(name, instance, &svc));
+            }
+            if svc.heartbeat().is_some() {
+                sub.heartbeat = Some(self.spawn_heartbeat(name, instance, &svc));
+            }
+            st.subs.insert(name.to_owned(), Box::new(sub));
+            for msg in buffered {
+                self.pipeline(st, &msg, None);
+            }
+        }
+
+        // R-SUB-12: on_subscribe; its answer is ignored.
+        if let Some(url) = &svc.on_subscribe {
+            let body = self.body(name, &extra.map, &authz, None);
+            if let Outcome::Unusable(why) = self
+                .call("on_subscribe", &svc.name, Some(name), url, &body)
+                .await
+            {
+                return Err(unhandled(Some(name), Some(extra.map.clone()), why));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Undoes R-SUB-6 after a refused subscribe (R-DEF-1).
+    pub(super) fn abandon(&self, name: &str) {
+        self.lock().acquiring = None;
+        self.app.hub.release(name, self.id);
+    }
+}

@@ -11,9 +11,8 @@
 //!
 //! This file holds the session's state and what every command shares (the dispatch in
 //! [`Session::process`], name checks, callback bodies, removals). One file per command or step:
-//! [`auth`], [`subscribe`], [`message`], [`unsubscribe`], [`end`], [`periodic`] (renewals and
-//! heartbeats), [`published`] (the per-subscription pipeline of published messages) and
-//! [`outbox`].
+//! `auth`, `subscribe`, `message`, `unsubscribe`, `end`, `periodic` (renewals and heartbeats),
+//! `published` (the per-subscription pipeline of published messages) and `outbox`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

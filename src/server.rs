@@ -1,10 +1,10 @@
 //! The process: startup (R-CFG-6), the WebSocket listener, each connection's IO loop, server
 //! pings (R-WS-7/8), TLS (R-WS-9) and shutdown (R-SHUT).
 //!
-//! Each connection is one task ([`serve`]): one `select!` loop reads frames (decoded by
+//! Each connection is one task (`serve`): one `select!` loop reads frames (decoded by
 //! [`crate::wire::read`]) and queues client messages, runs the session's commands one at a time
 //! (R-ORD-1) while it keeps reading (so pongs and closes are seen during a slow callback), drives
-//! the ping timers, and writes (a [`Writer`] drains the session's outbox, every frame that is
+//! the ping timers, and writes (a `Writer` drains the session's outbox, every frame that is
 //! ready with one vectored write, [`crate::wire`]). Everything the server sends, including the
 //! answers to client pings and closes, goes through the outbox.
 

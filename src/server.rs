@@ -795,11 +795,12 @@ where
     // Whether the frame at the head of the queue was already counted as delayed.
     let mut waited = false;
     let mut reading = true;
+    // Frames completed by the latest read (first: by the bytes that came with the handshake).
     let mut frames = Vec::new();
     let first = decoder.feed(&leftover, &mut frames);
     drop(leftover);
-    on_frames(&session, frames, &mut queue, &mut pingers, &mut reading);
-    let mut frames = Vec::new();
+    let done = std::mem::take(&mut frames);
+    on_frames(&session, done, &mut queue, &mut pingers, &mut reading);
     if let Err(e) = first {
         read_failed(&session, ReadFail::Protocol(e), &mut reading);
     }

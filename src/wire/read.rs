@@ -41,7 +41,8 @@ const OP_PONG: u8 = 0xA;
 
 /// Bytes read from the socket per read call (a scratch buffer per worker thread).
 const SCRATCH: usize = 64 * 1024;
-/// The payload buffer of a message grows by at most this much ahead of the bytes received.
+/// The payload buffer of a message grows ahead of the bytes received by at least this much, and
+/// at most by what it already holds (doubling), never past the frame's announced length.
 const GROW_AHEAD: usize = 64 * 1024;
 
 /// A message or control frame from the client.
@@ -145,8 +146,9 @@ impl FrameReader {
             } else {
                 let (_, payload) = self.message.as_mut().expect("a data frame has a message");
                 if payload.capacity() - payload.len() < take {
-                    // Grow with the bytes that arrive, not with what the header announced.
-                    let ahead = frame.remaining.min(GROW_AHEAD).max(take);
+                    // Grow with the bytes that arrive, not with what the header announced:
+                    // doubling (at least GROW_AHEAD), never past the announced rest.
+                    let ahead = frame.remaining.min(payload.len().max(GROW_AHEAD)).max(take);
                     payload.reserve_exact(ahead);
                 }
                 payload

@@ -250,6 +250,46 @@ pub struct WsConfig {
     /// seconds (the frames queued meanwhile go out in one write); the first push after a pause,
     /// replies, pings and closes are written at once. `0` writes every batch at once.
     pub write_coalesce: Secs,
+    /// permessage-deflate (RFC 7692), issue 19.
+    pub compression: CompressionConfig,
+}
+
+/// `[ws.compression]`: permessage-deflate for clients that offer it (every browser does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Accept the extension when a client offers it (the original does).
+    pub enabled: bool,
+    /// Published messages shorter than this (bytes of JSON) are sent uncompressed.
+    pub min_size: usize,
+    /// Deflate level, 0-9 (1: fastest; on small JSON messages with context takeover higher
+    /// levels save a few bytes for several times the CPU).
+    pub level: u32,
+    /// The server's LZ77 window, 9-15 (`server_max_window_bits`, the original's 12).
+    pub window_bits: u8,
+    /// Compress each channel's messages as one stream shared by its subscribers (context
+    /// takeover: each message may refer to the ones before it). `false` compresses every
+    /// message on its own and answers `server_no_context_takeover`.
+    pub context_takeover: bool,
+    /// At most this many channel streams hold a compressor (about 150 KB each) at a time; a
+    /// channel beyond it sends its messages uncompressed until one is free.
+    pub max_streams: usize,
+    /// A channel stream without a message for this many seconds gives its compressor back.
+    pub stream_idle: Secs,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            enabled: true,
+            min_size: 64,
+            level: 1,
+            window_bits: 12,
+            context_takeover: true,
+            max_streams: 1024,
+            stream_idle: Secs(5.0),
+        }
+    }
 }
 
 impl Default for WsConfig {
@@ -260,6 +300,7 @@ impl Default for WsConfig {
             ping: PingConfig::default(),
             ssl: None,
             write_coalesce: Secs(DEFAULT_WRITE_COALESCE),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -644,6 +685,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let c = &self.ws.compression;
+        if c.level > 9 {
+            return Err(format!(
+                "ws.compression.level: {} is out of range (0 to 9)",
+                c.level
+            ));
+        }
+        if !(9..=15).contains(&c.window_bits) {
+            return Err(format!(
+                "ws.compression.window_bits: {} is out of range (9 to 15)",
+                c.window_bits
+            ));
+        }
         if let Some(ssl) = &self.ws.ssl {
             match (&ssl.cert, &ssl.key) {
                 (None, None) => {}

@@ -8,22 +8,52 @@
 //!   once per distinct set of extra fields and shared ([`Fanout`]).
 //! - The lock is a plain mutex held for map lookups only, never across an `.await`; the member
 //!   list is copy-on-write (`Arc<[..]>`) so a fan-out iterates it without holding the lock.
+//! - permessage-deflate: each channel that carries messages has a compression stream
+//!   ([`deflate::Stream`]), locked for the whole fan-out of one message so that every session
+//!   queues the stream's frames in stream order; the frame is compressed at most once, when
+//!   the first session in step with the stream needs it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::broker::Broker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::config::CompressionConfig;
 use crate::publish::{self, ExtraFields, Meta, Published, Rejected};
+use crate::wire::deflate::{self, Budget, Mode, Stream, StreamFrame, Take};
+use bytes::Bytes;
+
+/// The compression settings and the count of compressors (`ws.compression`).
+pub struct Codec {
+    pub cfg: CompressionConfig,
+    pub budget: Arc<Budget>,
+}
+
+/// What a session that negotiated permessage-deflate keeps for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub mode: Mode,
+    pub sync: deflate::Sync,
+}
+
+impl Peer {
+    pub fn new(mode: Mode) -> Peer {
+        Peer {
+            mode,
+            sync: deflate::Sync::default(),
+        }
+    }
+}
 
 /// A receiver of published messages: a session.
 pub trait Member: Send + Sync {
     fn id(&self) -> u64;
     /// Handles a message routed to it through `channel` (the subscription name the session
     /// holds or is acquiring, without prefix).
-    fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout);
+    fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout<'_>);
 }
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -33,18 +63,55 @@ struct Channel {
     /// Resolves when the channel is subscribed on every broker; `None` once that is known
     /// (no shared future is kept per channel).
     ready: Option<Ready>,
+    /// The compression stream, from the first message on (with compression enabled).
+    stream: Option<Arc<Mutex<Stream>>>,
 }
 
 pub struct Hub {
     channels: Mutex<foldhash::HashMap<String, Channel>>,
     brokers: Vec<Arc<dyn Broker>>,
+    codec: Option<Codec>,
 }
 
 impl Hub {
-    pub fn new(brokers: Vec<Arc<dyn Broker>>) -> Hub {
+    /// `compression`: the `ws.compression` settings when it is enabled.
+    pub fn new(brokers: Vec<Arc<dyn Broker>>, compression: Option<CompressionConfig>) -> Hub {
         Hub {
             channels: Mutex::new(foldhash::HashMap::default()),
             brokers,
+            codec: compression.map(|cfg| Codec {
+                cfg,
+                budget: Arc::new(Budget::default()),
+            }),
+        }
+    }
+
+    /// Compressors held by channel streams.
+    pub fn compressors(&self) -> usize {
+        self.codec.as_ref().map_or(0, |c| c.budget.live())
+    }
+
+    /// Gives back the compressors of channels idle for `ws.compression.stream_idle`.
+    pub fn release_idle_streams(&self, now: Instant) {
+        let Some(codec) = &self.codec else {
+            return;
+        };
+        let idle_since = now.checked_sub(codec.cfg.stream_idle.duration());
+        let Some(idle_since) = idle_since else {
+            return;
+        };
+        let streams: Vec<_> = self
+            .channels
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|c| c.stream.clone())
+            .collect();
+        for s in streams {
+            // A stream busy with a fan-out is not idle.
+            if let Ok(mut s) = s.try_lock() {
+                s.release_if_idle(idle_since);
+            }
         }
     }
 
@@ -83,6 +150,7 @@ impl Hub {
             Channel {
                 members: Arc::from(vec![member]),
                 ready: Some(ready.clone()),
+                stream: None,
             },
         );
         ready
@@ -123,12 +191,15 @@ impl Hub {
         self.channels.lock().unwrap().len()
     }
 
-    fn members(&self, name: &str) -> Option<Arc<[Arc<dyn Member>]>> {
-        self.channels
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|c| c.members.clone())
+    /// The channel's members and its compression stream (created on its first message).
+    #[allow(clippy::type_complexity)]
+    fn members(&self, name: &str) -> Option<(Arc<[Arc<dyn Member>]>, Option<Arc<Mutex<Stream>>>)> {
+        let mut channels = self.channels.lock().unwrap();
+        let c = channels.get_mut(name)?;
+        if self.codec.is_some() && c.stream.is_none() {
+            c.stream = Some(Arc::default());
+        }
+        Some((c.members.clone(), c.stream.clone()))
     }
 
     /// Routes one message received from broker `broker_index` (R-PUB-4).
@@ -140,7 +211,7 @@ impl Hub {
         let Some(name) = channel.strip_prefix(broker.prefix()) else {
             return;
         };
-        let Some(members) = self.members(name) else {
+        let Some((members, stream)) = self.members(name) else {
             return;
         };
         let msg = match Published::decode(payload) {
@@ -168,7 +239,11 @@ impl Hub {
             }
         };
         tracing::trace!(data = %String::from_utf8_lossy(payload), "service event");
-        let mut fanout = Fanout::new(received_at, queue_size);
+        let stream = stream
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+        let codec = self.codec.as_ref().zip(stream);
+        let mut fanout = Fanout::new(received_at, queue_size, codec);
         for m in members.iter() {
             m.deliver(name, &msg, &mut fanout);
         }
@@ -178,7 +253,13 @@ impl Hub {
 /// Frames of one message, built once per distinct set of extra fields and shared by every
 /// session that gets the same bytes. (A frame's subscription name is always the message's own
 /// `subscription`, so the extra-fields fragment alone identifies the frame.)
-pub struct Fanout {
+pub struct Fanout<'a> {
+    /// The compression settings and the channel's stream, locked for the fan-out.
+    codec: Option<(&'a Codec, MutexGuard<'a, Stream>)>,
+    /// The stream's frame of this message, once compressed.
+    compressed: Option<StreamFrame>,
+    /// This message compressed on its own (for clients without context takeover).
+    solo: Option<Bytes>,
     received_at: String,
     queue_size: usize,
     /// When the first frame was built (R-PUB-9 `sent_at`).
@@ -189,9 +270,16 @@ pub struct Fanout {
     frames: foldhash::HashMap<String, Utf8Bytes>,
 }
 
-impl Fanout {
-    pub fn new(received_at: String, queue_size: usize) -> Fanout {
+impl<'a> Fanout<'a> {
+    pub fn new(
+        received_at: String,
+        queue_size: usize,
+        codec: Option<(&'a Codec, MutexGuard<'a, Stream>)>,
+    ) -> Fanout<'a> {
         Fanout {
+            codec,
+            compressed: None,
+            solo: None,
             received_at,
             queue_size,
             sent_at: None,
@@ -225,5 +313,59 @@ impl Fanout {
             None => {}
         }
         f
+    }
+
+    /// The live frame of `msg` for a session, and its compressed payload when the session's
+    /// client negotiated permessage-deflate and gets this message compressed (see
+    /// [`deflate`]: only the frame of subscriptions without extra fields is compressed).
+    pub fn frame_for(
+        &mut self,
+        msg: &Published,
+        extra: &ExtraFields,
+        peer: Option<&mut Peer>,
+        now: Instant,
+    ) -> (Utf8Bytes, Option<Bytes>) {
+        let text = self.frame(msg, extra);
+        let (Some(peer), Some((codec, stream))) = (peer, self.codec.as_mut()) else {
+            return (text, None);
+        };
+        if text.len() < codec.cfg.min_size || extra.fragment() != Some("") {
+            return (text, None);
+        }
+        match peer.mode {
+            Mode::Plain => (text, None),
+            Mode::EachMessage => {
+                let cfg = &codec.cfg;
+                let solo = self.solo.get_or_insert_with(|| {
+                    deflate::compress_solo(text.as_bytes(), cfg.level, cfg.window_bits)
+                });
+                let solo = solo.clone();
+                (text, Some(solo))
+            }
+            Mode::Streams => {
+                let slot = match &self.compressed {
+                    Some(f) => Some((f.seq, f.join_point)),
+                    None => stream.next_slot(&codec.cfg, &codec.budget),
+                };
+                let Some((seq, join_point)) = slot else {
+                    return (text, None);
+                };
+                match peer.sync.offer(stream.id(), seq, join_point) {
+                    Take::Compressed => {
+                        let f = self
+                            .compressed
+                            .get_or_insert_with(|| stream.compress(text.as_bytes(), now));
+                        let bytes = f.bytes.clone();
+                        (text, Some(bytes))
+                    }
+                    Take::Plain { want_join } => {
+                        if want_join {
+                            stream.want_join();
+                        }
+                        (text, None)
+                    }
+                }
+            }
+        }
     }
 }

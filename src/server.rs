@@ -28,11 +28,12 @@ use tokio_tungstenite::tungstenite;
 
 use crate::app::App;
 use crate::broker::{self, Broker, Incoming};
-use crate::config::{BrokerKind, Config, EventRatePolicy};
+use crate::config::{BrokerKind, CompressionConfig, Config, EventRatePolicy};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
 use crate::session::{ClientFrame, Out, Session};
+use crate::wire::deflate::{self, Agreed};
 use crate::wire::read::{Frame, FrameReader, ReadFail, read_frames};
 use crate::wire::{self, Batch};
 
@@ -169,7 +170,8 @@ pub async fn run(cfg: Config) -> i32 {
             }
         }
     }
-    let hub = Hub::new(brokers.clone());
+    let compression = Some(cfg.ws.compression.clone()).filter(|c| c.enabled);
+    let hub = Hub::new(brokers.clone(), compression);
     let app = Arc::new(App::new(cfg.clone(), http, hub, metrics.clone()));
 
     let host = bind_host(&cfg.ws.host);
@@ -257,6 +259,7 @@ pub async fn run(cfg: Config) -> i32 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let bytes = app2.queued_bytes();
             app2.metrics.set_outbound_queue_bytes(bytes as i64);
+            app2.hub.release_idle_streams(std::time::Instant::now());
         }
     }));
 
@@ -474,22 +477,26 @@ async fn accept_tls(
 async fn handshake_and_serve<S: SplitIo>(app: Arc<App>, stream: S, remote: SocketAddr) {
     // Boxed: the handshake's state is freed once it is done instead of staying in the
     // connection's future for its lifetime (it made that future 2,840 bytes instead of 1,280).
-    let Some((stream, leftover)) = Box::pin(accept_handshake(&app, stream, remote)).await else {
+    let Some((stream, leftover, deflate)) = Box::pin(accept_handshake(&app, stream, remote)).await
+    else {
         return;
     };
     let (read, write) = stream.split_io();
-    serve(app, read, write, leftover, remote).await;
+    serve(app, read, write, leftover, deflate, remote).await;
 }
 
-/// The WebSocket handshake within `limits.handshake_timeout`; the stream and the bytes the
-/// client sent after its request, or `None` if the connection is not to be served.
+/// The WebSocket handshake within `limits.handshake_timeout`; the stream, the bytes the
+/// client sent after its request and the agreed compression, or `None` if the connection is not
+/// to be served.
 async fn accept_handshake<S: SplitIo>(
     app: &App,
     mut stream: S,
     remote: SocketAddr,
-) -> Option<(S, Vec<u8>)> {
+) -> Option<(S, Vec<u8>, Option<Agreed>)> {
     let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
-    let leftover = match tokio::time::timeout(handshake_timeout, handshake(&mut stream)).await {
+    let compression = &app.cfg.ws.compression;
+    let handshake = handshake(&mut stream, compression);
+    let (leftover, deflate) = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(rest)) => rest,
         Ok(Err(e)) => {
             tracing::debug!(remote = %remote, error = e.as_str(), "handshake failed");
@@ -504,7 +511,7 @@ async fn accept_handshake<S: SplitIo>(
         tracing::warn!(remote = %remote, "dropped connection");
         return None;
     }
-    Some((stream, leftover))
+    Some((stream, leftover, deflate))
 }
 
 /// A connection split into the halves that the reader and the writer own. Plain TCP splits
@@ -531,9 +538,12 @@ impl SplitIo for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-/// Reads the HTTP upgrade request and answers it (R-WS-1/2). Returns the bytes read past the
-/// request head.
-async fn handshake<S>(stream: &mut S) -> Result<Vec<u8>, String>
+/// Reads the HTTP upgrade request and answers it (R-WS-1/2, R-WS-6a). Returns the bytes read
+/// past the request head and the agreed compression.
+async fn handshake<S>(
+    stream: &mut S,
+    compression: &CompressionConfig,
+) -> Result<(Vec<u8>, Option<Agreed>), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -541,7 +551,7 @@ where
     /// parser's header array never lives in the connection's future.
     enum Step {
         ReadMore,
-        Accept(String, usize),
+        Accept(String, usize, Option<Agreed>),
         Refuse(Refusal, String),
     }
     let mut buf = Vec::with_capacity(1024);
@@ -578,6 +588,13 @@ where
                     Ok(key) => Step::Accept(
                         tungstenite::handshake::derive_accept_key(key.as_bytes()),
                         head_len,
+                        deflate::negotiate(
+                            req.headers
+                                .iter()
+                                .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+                                .filter_map(|h| std::str::from_utf8(h.value).ok()),
+                            compression,
+                        ),
                     ),
                     Err(refusal) => Step::Refuse(refusal, refusal.2.trim_end().to_owned()),
                 },
@@ -585,15 +602,18 @@ where
         };
         match step {
             Step::ReadMore => {}
-            Step::Accept(accept, head_len) => {
+            Step::Accept(accept, head_len, deflate) => {
+                let extensions = deflate
+                    .map(|a| format!("Sec-WebSocket-Extensions: {}\r\n", a.response()))
+                    .unwrap_or_default();
                 let response = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
                 );
                 stream
                     .write_all(response.as_bytes())
                     .await
                     .map_err(|e| e.to_string())?;
-                return Ok(buf.split_off(head_len));
+                return Ok((buf.split_off(head_len), deflate));
             }
             Step::Refuse((status, headers, body), why) => {
                 let _ = respond(stream, status, headers, body).await;
@@ -743,13 +763,22 @@ type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs one WebSocket connection until it ends, then ends its session (R-END).
 /// `leftover`: bytes the client sent right after its handshake request.
-async fn serve<R, W>(app: Arc<App>, mut stream: R, sink: W, leftover: Vec<u8>, remote: SocketAddr)
-where
+async fn serve<R, W>(
+    app: Arc<App>,
+    mut stream: R,
+    sink: W,
+    leftover: Vec<u8>,
+    deflate: Option<Agreed>,
+    remote: SocketAddr,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = app.next_session_id();
     let session = Session::new(app.clone(), id, remote.to_string());
+    if let Some(agreed) = deflate {
+        session.set_deflate(agreed.mode(&app.cfg.ws.compression));
+    }
     app.register(session.clone());
     if app.is_shutting_down() {
         // Shutdown began after the check in `handshake_and_serve` and may already have closed
@@ -784,6 +813,7 @@ where
 
     let limits = &app.cfg.limits;
     let mut decoder = FrameReader::new(limits.max_message_size);
+    decoder.set_inflate(deflate.is_some());
     let mut bucket = TokenBucket::new(limits.max_events_per_second, limits.max_event_burst);
     let delay_over_rate = limits.event_rate_policy == EventRatePolicy::Delay;
     let max_pending = limits.max_pending_events;
@@ -1139,9 +1169,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         outbox.set_writer_busy(true);
         self.busy = true;
         for out in batch {
-            let (text, is_push) = match out {
-                Out::Text(text) => (text, false),
-                Out::Push(text) => (text, true),
+            let (text, is_push, compressed) = match out {
+                Out::Text(text) => (text, false, None),
+                Out::Push(text) => (text, true, None),
+                Out::PushCompressed(text, compressed) => (text, true, Some(compressed)),
                 Out::Ping(p) => {
                     if !self.closed {
                         self.frames.frame(wire::OP_PING, p);
@@ -1174,7 +1205,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     break;
                 }
             };
-            outbox.written(text.len());
+            outbox.written(compressed.as_ref().map_or(text.len(), Bytes::len));
             if self.closed || self.broken {
                 tracing::warn!(session = session.id, "attempted to send to closed socket");
                 self.unsent += u64::from(is_push);
@@ -1184,7 +1215,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 tracing::debug!(session = session.id, data = text.as_str(), "client send");
             }
             self.pushed += u64::from(is_push);
-            self.frames.frame(wire::OP_TEXT, text.into());
+            match compressed {
+                Some(c) => self.frames.frame(wire::OP_TEXT | wire::RSV1, c),
+                None => self.frames.frame(wire::OP_TEXT, text.into()),
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 //! frame (the same bytes for every session that gets the message), and nothing outlives the
 //! batch.
 
+pub mod deflate;
 pub mod read;
 
 use std::io::{self, IoSlice};
@@ -23,6 +24,8 @@ pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
+/// Added to a data opcode: the frame's payload is compressed (permessage-deflate).
+pub const RSV1: u8 = 0x40;
 
 /// Payloads up to this size are copied next to their header; larger ones are written in place.
 const INLINE_MAX: usize = 512;

@@ -31,7 +31,7 @@ use crate::app::{App, LiveSession};
 use crate::compat::pyjson::{self, HashKey};
 use crate::config::{CallbackUrl, ServiceConfig};
 use crate::delivery::{Arrival, OrderFilter, Throttle};
-use crate::hub::{Fanout, Member};
+use crate::hub::{Fanout, Member, Peer};
 use crate::protocol::{self as proto, Decoded, Event, Name};
 use crate::publish::{self, ExtraFields, Meta, Published};
 use crate::service::{Call, Outcome};
@@ -106,6 +106,8 @@ struct State {
     /// one) and the messages buffered for it (R-SUB-10).
     acquiring: Option<(String, Vec<Arc<Published>>)>,
     next_instance: u64,
+    /// permessage-deflate, when the client negotiated it (R-WS-6a).
+    deflate: Option<Peer>,
 }
 
 /// Why a command ends abnormally.
@@ -204,6 +206,11 @@ impl Session {
         &self.out
     }
 
+    /// The client negotiated permessage-deflate; published messages go to it as `mode` says.
+    pub fn set_deflate(&self, mode: crate::wire::deflate::Mode) {
+        self.lock().deflate = Some(Peer::new(mode));
+    }
+
     /// `ws.write_coalesce` (the writer's linger between batches of pushes).
     pub fn write_coalesce(&self) -> Duration {
         self.app.cfg.ws.write_coalesce.duration()
@@ -297,11 +304,19 @@ impl Session {
     /// or whose queue is four times over budget (the client reads slower than it is sent to), is
     /// disconnected with close code 1008. A burst that a reading client drains is not.
     fn push(&self, frame: Utf8Bytes) {
+        self.push_maybe_compressed(frame, None);
+    }
+
+    /// Queues a push: `compressed`, its permessage-deflate payload if it goes compressed.
+    fn push_maybe_compressed(&self, frame: Utf8Bytes, compressed: Option<Bytes>) {
         if self.is_closing() {
             self.dropped_pushes(1);
             return;
         }
-        let queued = self.out.push_text(frame, false);
+        let queued = match compressed {
+            Some(c) => self.out.push_compressed(frame, c),
+            None => self.out.push_text(frame, false),
+        };
         let budget = self.app.cfg.limits.max_outbound_bytes;
         if queued > budget && (queued > budget.saturating_mul(4) || self.out.writer_stuck()) {
             tracing::warn!(

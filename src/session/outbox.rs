@@ -17,6 +17,9 @@ pub enum Out {
     /// A push: a published message, a trailing throttled message, a server-initiated
     /// unsubscribe. Counted as dropped when it is never written.
     Push(Utf8Bytes),
+    /// A push sent compressed (permessage-deflate): the message (for the logs) and the frame's
+    /// payload.
+    PushCompressed(Utf8Bytes, Bytes),
     Ping(Bytes),
     /// The answer to a client's ping (R-WS-6).
     Pong(Bytes),
@@ -105,11 +108,24 @@ impl Outbox {
         total
     }
 
+    /// Queues a compressed push; returns the bytes now queued (counted compressed).
+    pub(super) fn push_compressed(&self, text: Utf8Bytes, compressed: Bytes) -> usize {
+        let len = compressed.len();
+        let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
+        self.push(
+            Out::PushCompressed(text, compressed),
+            total >= COALESCE_FLUSH_BYTES,
+        );
+        total
+    }
+
     /// Empties the queue once the writer is gone; returns how many pushes were in it.
     pub fn discard(&self) -> u64 {
         let q = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
         self.queued.store(0, Ordering::Relaxed);
-        q.iter().filter(|o| matches!(o, Out::Push(_))).count() as u64
+        q.iter()
+            .filter(|o| matches!(o, Out::Push(_) | Out::PushCompressed(..)))
+            .count() as u64
     }
 
     pub(super) fn push_control(&self, out: Out) {

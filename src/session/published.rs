@@ -11,9 +11,14 @@ impl Session {
         &self,
         st: &mut State,
         msg: &Arc<Published>,
-        fanout: Option<&mut Fanout>,
+        fanout: Option<&mut Fanout<'_>>,
     ) {
-        let State { subs, auth, .. } = st;
+        let State {
+            subs,
+            auth,
+            deflate,
+            ..
+        } = st;
         let Some(sub) = subs.get_mut(&msg.subscription) else {
             return;
         };
@@ -63,8 +68,8 @@ impl Session {
                 }
             }
         }
-        let frame = match fanout {
-            Some(f) => f.frame(msg, &sub.extra),
+        let (frame, compressed) = match fanout {
+            Some(f) => f.frame_for(msg, &sub.extra, deflate.as_mut(), std::time::Instant::now()),
             None => {
                 let sent_at = publish::now();
                 let meta = Meta {
@@ -72,10 +77,11 @@ impl Session {
                     sent_at: &sent_at,
                     with_published_at: true,
                 };
-                publish::frame(&msg.subscription, msg, &sub.extra, meta).into()
+                let frame = publish::frame(&msg.subscription, msg, &sub.extra, meta);
+                (frame.into(), None)
             }
         };
-        self.push(frame);
+        self.push_maybe_compressed(frame, compressed);
     }
 
     pub(super) fn spawn_trailing_send(
@@ -133,7 +139,7 @@ impl Member for Session {
         self.id
     }
 
-    fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout) {
+    fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout<'_>) {
         if self.is_closing() {
             self.dropped_pushes(1);
             return;

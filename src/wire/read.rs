@@ -11,7 +11,10 @@
 //! the worker thread (not of the connection), and the bytes are decoded before the poll returns.
 //!
 //! Rules (a server's side of RFC 6455; the client-facing close codes are SPEC R-WS-3..6):
-//! - every client frame must be masked; RSV bits must be clear (no extension is negotiated);
+//! - every client frame must be masked; RSV2 and RSV3 must be clear, and RSV1 too unless
+//!   permessage-deflate was negotiated, and then only on the first frame of a data message (it
+//!   marks the message compressed: [`super::deflate`] inflates it when complete, within the
+//!   same size limit);
 //!   unknown opcodes, a continuation without a message, a new data frame inside a fragmented
 //!   message, a fragmented or over-125-byte control frame, and a 64-bit length with its top bit
 //!   set are protocol errors (1002);
@@ -107,6 +110,10 @@ pub struct FrameReader {
     control: Vec<u8>,
     /// A close frame was decoded: everything after it is ignored.
     closed: bool,
+    /// permessage-deflate was negotiated (RSV1 marks a compressed message).
+    inflate: bool,
+    /// The message being received is compressed.
+    compressed: bool,
 }
 
 impl FrameReader {
@@ -119,7 +126,14 @@ impl FrameReader {
             message: None,
             control: Vec::new(),
             closed: false,
+            inflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated: compressed messages (RSV1) are accepted.
+    pub fn set_inflate(&mut self, on: bool) {
+        self.inflate = on;
     }
 
     /// Whether the reader holds part of a frame or message (it owns no heap memory otherwise).
@@ -197,10 +211,16 @@ impl FrameReader {
         self.head_len = 0;
         let (b0, b1) = (head[0], head[1]);
         let fin = b0 & 0x80 != 0;
-        if b0 & 0x70 != 0 {
+        let opcode = b0 & 0x0F;
+        let rsv1 = b0 & 0x40 != 0;
+        if b0 & 0x30 != 0 || (rsv1 && !self.inflate) {
             return Err(ReadError::Protocol("reserved bits set"));
         }
-        let opcode = b0 & 0x0F;
+        if rsv1 && !matches!(opcode, OP_TEXT | OP_BINARY) {
+            return Err(ReadError::Protocol(
+                "RSV1 on a control or continuation frame",
+            ));
+        }
         if b1 & 0x80 == 0 {
             return Err(ReadError::Protocol("unmasked client frame"));
         }
@@ -239,6 +259,7 @@ impl FrameReader {
                     return Err(ReadError::TooBig);
                 }
                 self.message = Some((opcode, Vec::new()));
+                self.compressed = rsv1;
             }
             OP_CONT => {
                 let Some((_, payload)) = &self.message else {
@@ -272,6 +293,9 @@ impl FrameReader {
             }
             _ if frame.fin => {
                 let (opcode, mut payload) = self.message.take().expect("a data frame");
+                if std::mem::take(&mut self.compressed) {
+                    payload = super::deflate::inflate(&payload, self.max_message)?;
+                }
                 payload.shrink_to_fit();
                 if opcode == OP_TEXT {
                     let text = Utf8Bytes::try_from(payload).map_err(|_| ReadError::InvalidUtf8)?;
@@ -602,6 +626,79 @@ mod tests {
         assert!(r.message.is_none());
         r.feed(&bytes[..3], &mut out).unwrap();
         assert!(r.is_mid_message());
+    }
+
+    fn inflating() -> FrameReader {
+        let mut r = FrameReader::new(MAX);
+        r.set_inflate(true);
+        r
+    }
+
+    #[test]
+    fn compressed_messages_whole_and_fragmented_with_control_frames_between() {
+        use crate::wire::deflate::compress_solo;
+        let msg = "{\"event\":\"message\",\"data\":\"héllo héllo héllo héllo\"}";
+        let c = compress_solo(msg.as_bytes(), 6, 15);
+        let mut bytes = frame(0xC1, &c);
+        // The same message in three fragments, a ping and a pong between them.
+        bytes.extend(frame(0x41, &c[..3]));
+        bytes.extend(frame(0x89, b"p"));
+        bytes.extend(frame(0x00, &c[3..5]));
+        bytes.extend(frame(0x8A, b""));
+        bytes.extend(frame(0x80, &c[5..]));
+        // Uncompressed messages still work, and a compressed binary one.
+        bytes.extend(frame(0x81, b"plain"));
+        bytes.extend(frame(0xC2, &compress_solo(&[0, 1, 2, 3], 1, 15)));
+        for step in [1, 5, bytes.len()] {
+            let mut r = inflating();
+            let mut out = Vec::new();
+            for chunk in bytes.chunks(step) {
+                r.feed(chunk, &mut out).unwrap();
+            }
+            assert_eq!(
+                out,
+                vec![
+                    text(msg),
+                    Frame::Ping(Bytes::from_static(b"p")),
+                    Frame::Pong(Bytes::new()),
+                    text(msg),
+                    text("plain"),
+                    Frame::Binary(Bytes::from_static(&[0, 1, 2, 3])),
+                ]
+            );
+            assert!(!r.is_mid_message());
+        }
+    }
+
+    #[test]
+    fn compressed_message_errors() {
+        use crate::wire::deflate::compress_solo;
+        let c = compress_solo(b"hello", 1, 15);
+        let err = |bytes: Vec<u8>| {
+            let mut out = Vec::new();
+            inflating().feed(&bytes, &mut out).unwrap_err()
+        };
+        // RSV1 on a continuation or a control frame, RSV1 without negotiation.
+        let mut b = frame(0x41, &c[..2]);
+        b.extend(frame(0xC0, &c[2..]));
+        assert_eq!(err(b).close_code(), 1002);
+        assert_eq!(err(frame(0xC9, b"")).close_code(), 1002);
+        let mut out = Vec::new();
+        let plain = FrameReader::new(MAX).feed(&frame(0xC1, &c), &mut out);
+        assert_eq!(plain.unwrap_err().close_code(), 1002);
+        // Invalid deflate data.
+        assert_eq!(err(frame(0xC1, &[0xff, 0xff, 0xff])).close_code(), 1002);
+        // A bomb: 2 KB that inflate past 1 MiB.
+        let bomb = compress_solo(&vec![b'a'; MAX + 1], 9, 15);
+        assert!(bomb.len() < 4096);
+        assert_eq!(err(frame(0xC1, &bomb)), ReadError::TooBig);
+        // Exactly the limit is accepted; invalid UTF-8 inside is 1007.
+        let exact = compress_solo(&vec![b'a'; MAX], 9, 15);
+        let mut out = Vec::new();
+        inflating().feed(&frame(0xC1, &exact), &mut out).unwrap();
+        assert!(matches!(&out[..], [Frame::Text(t)] if t.len() == MAX));
+        let bad_utf8 = compress_solo(&[0xff, 0xfe], 1, 15);
+        assert_eq!(err(frame(0xC1, &bad_utf8)), ReadError::InvalidUtf8);
     }
 
     #[test]

@@ -31,6 +31,7 @@
 pub mod client;
 pub mod config;
 pub mod mock_service;
+pub mod raw;
 pub mod redis_server;
 pub mod server;
 pub mod util;

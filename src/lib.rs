@@ -4,7 +4,9 @@
 //! published message through them):
 //! - [`config`]: the TOML schema, defaults and validation.
 //! - [`compat`]: what exists only for byte-compatibility with the original: [`compat::pyjson`]
-//!   (JSON with Python semantics) and [`compat::isotime`] (Python `datetime` formatting).
+//!   (JSON with Python semantics), [`compat::isotime`] (Python `datetime` formatting),
+//!   [`compat::structlog`] (the JSON log line) and [`compat::prometheus`] (the
+//!   `prometheus_client` text exposition).
 //! - [`protocol`]: client commands and replies: pure, no IO.
 //! - [`publish`]: published messages: decoding and client frames.
 //! - [`delivery`]: the per-subscription order filter and throttle: pure logic.

@@ -6,9 +6,8 @@
 //! costs one atomic load at the call site) and formats each enabled event into a buffer written to
 //! stderr with one `write_all` under the stderr lock, so concurrent lines never interleave.
 //!
-//! JSON lines (R-LOG-1) are `{"event", "level", "logger", "timestamp", "pid", <fields>...}`:
-//! * `level` is `error`, `warning`, `info` or `debug` (TRACE events print `debug`, as the
-//!   reference's trace logger logs at debug level);
+//! JSON lines (R-LOG-1) have the original's layout, written by [`crate::compat::structlog`]:
+//! `{"event", "level", "logger", "timestamp", "pid", <fields>...}`. What this module decides:
 //! * `logger` is `log.logger_name` (`socketshark`), `{log.trace_logger_prefix}.{log.logger_name}`
 //!   (`trace.socketshark`) for TRACE events (R-LOG-4), and the event's target for events of other
 //!   crates;
@@ -17,7 +16,9 @@
 //!   `response`, `auth_info`), whose text (however recorded) is embedded as a JSON value when it
 //!   parses as JSON: call
 //!   sites write `tracing::debug!(session = id, data = %value, "client event")` with `value` a
-//!   `serde_json::Value` (its `Display` is compact JSON) or a JSON frame's text.
+//!   `serde_json::Value` (its `Display` is compact JSON) or a JSON frame's text;
+//! * the text format (`log.format = "text"`, free-form per R-LOG-1) is ours:
+//!   `{timestamp} {LEVEL} {logger}: {event} {name}={value}...`.
 //!
 //! Filtering (R-LOG-2): our events (targets starting with `socketshark`) are filtered by
 //! `log.level`; TRACE events pass only with `log.level = "TRACE"`. Events of other crates are shown
@@ -36,6 +37,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::Registry;
 
+use crate::compat::structlog;
 use crate::config::{LogConfig, LogFormat, LogLevel};
 
 /// The target prefix of our own events (module paths of the library and the binary).
@@ -43,9 +45,6 @@ pub const OWN_TARGET: &str = "socketshark";
 
 /// Fields whose `Display`/`Debug` text is embedded in JSON lines as a JSON value when it parses.
 pub const JSON_FIELDS: [&str; 4] = ["data", "request", "response", "auth_info"];
-
-/// Keys written by the formatter itself; an event field of the same name is written as `_name`.
-const RESERVED: [&str; 5] = ["event", "level", "logger", "timestamp", "pid"];
 
 // ------------------------------------------------------------------------------------------------
 // Installation
@@ -341,21 +340,8 @@ impl Visit for Fields {
 // Formatting
 // ------------------------------------------------------------------------------------------------
 
-/// `2026-11-24T21:13:15.200233Z`; the fraction is left out when it is zero (Python `isoformat`).
-pub fn format_timestamp(t: DateTime<Utc>) -> String {
-    crate::compat::isotime::log_timestamp(t)
-}
-
-fn json_level(level: &Level) -> &'static str {
-    match *level {
-        Level::ERROR => "error",
-        Level::WARN => "warning",
-        Level::INFO => "info",
-        _ => "debug",
-    }
-}
-
-/// One whole line (newline included) in the given style.
+/// One whole line (newline included) in the given style: the original's JSON line
+/// ([`structlog::json_line`]) or our text line.
 fn format_line(
     style: Style,
     level: &Level,
@@ -365,52 +351,32 @@ fn format_line(
     message: &str,
     fields: &[(&str, Value)],
 ) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(128 + message.len());
-    let timestamp = format_timestamp(time);
     match style {
-        Style::Json => {
-            buf.extend_from_slice(b"{\"event\":");
-            push_json(&mut buf, message);
-            buf.extend_from_slice(b",\"level\":");
-            push_json(&mut buf, json_level(level));
-            buf.extend_from_slice(b",\"logger\":");
-            push_json(&mut buf, logger);
-            buf.extend_from_slice(b",\"timestamp\":");
-            push_json(&mut buf, &timestamp);
-            buf.extend_from_slice(format!(",\"pid\":{pid}").as_bytes());
-            for (i, (name, value)) in fields.iter().enumerate() {
-                let clash =
-                    RESERVED.contains(name) || fields[..i].iter().any(|(other, _)| other == name);
-                buf.push(b',');
-                if clash {
-                    push_json(&mut buf, &format!("_{name}"));
-                } else {
-                    push_json(&mut buf, name);
-                }
-                buf.push(b':');
-                push_json(&mut buf, value);
-            }
-            buf.push(b'}');
-        }
-        Style::Text => {
-            let mut s = format!("{timestamp} {:<5} {logger}: ", level.as_str());
-            push_text_message(&mut s, message);
-            for (name, value) in fields {
-                s.push(' ');
-                s.push_str(name);
-                s.push('=');
-                push_text_value(&mut s, value);
-            }
-            buf.extend_from_slice(s.as_bytes());
-        }
+        Style::Json => structlog::json_line(level, logger, time, pid, message, fields),
+        Style::Text => text_line(level, logger, time, message, fields),
     }
-    buf.push(b'\n');
-    buf
 }
 
-fn push_json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) {
-    // Writing a str or a Value into a Vec cannot fail (non-string map keys cannot occur).
-    let _ = serde_json::to_writer(&mut *buf, value);
+/// `{timestamp} {LEVEL} {logger}: {message} {name}={value}...` (R-LOG-1 leaves the text format
+/// free; the timestamp is the JSON line's).
+fn text_line(
+    level: &Level,
+    logger: &str,
+    time: DateTime<Utc>,
+    message: &str,
+    fields: &[(&str, Value)],
+) -> Vec<u8> {
+    let timestamp = structlog::format_timestamp(time);
+    let mut s = format!("{timestamp} {:<5} {logger}: ", level.as_str());
+    push_text_message(&mut s, message);
+    for (name, value) in fields {
+        s.push(' ');
+        s.push_str(name);
+        s.push('=');
+        push_text_value(&mut s, value);
+    }
+    s.push('\n');
+    s.into_bytes()
 }
 
 /// The message as is, with control characters escaped so the line stays one line.
@@ -786,44 +752,6 @@ mod tests {
             lines[0]
         );
         assert!(is_timestamp(lines[0].split(' ').next().unwrap()));
-    }
-
-    #[test]
-    fn json_format_of_a_fixed_record() {
-        let t = Utc.with_ymd_and_hms(2026, 11, 24, 21, 13, 15).unwrap();
-        let line = format_line(
-            Style::Json,
-            &Level::WARN,
-            "socketshark",
-            t,
-            7,
-            "a \"b\"",
-            &[("session", json!(1))],
-        );
-        assert_eq!(
-            String::from_utf8(line).unwrap(),
-            "{\"event\":\"a \\\"b\\\"\",\"level\":\"warning\",\"logger\":\"socketshark\",\"timestamp\":\"2026-11-24T21:13:15Z\",\"pid\":7,\"session\":1}\n"
-        );
-    }
-
-    #[test]
-    fn timestamps_like_python_isoformat() {
-        let t = Utc.with_ymd_and_hms(2026, 11, 24, 21, 13, 15).unwrap();
-        assert_eq!(format_timestamp(t), "2026-11-24T21:13:15Z");
-        assert_eq!(
-            format_timestamp(t + chrono::Duration::microseconds(200_233)),
-            "2026-11-24T21:13:15.200233Z"
-        );
-        assert_eq!(
-            format_timestamp(t + chrono::Duration::microseconds(5)),
-            "2026-11-24T21:13:15.000005Z"
-        );
-        // Sub-microsecond parts are truncated, as Python's datetime has no nanoseconds.
-        assert_eq!(
-            format_timestamp(t + chrono::Duration::nanoseconds(999)),
-            "2026-11-24T21:13:15Z"
-        );
-        assert!(is_timestamp(&format_timestamp(Utc::now())));
     }
 
     // --- RUST_LOG -------------------------------------------------------------------------------

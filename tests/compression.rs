@@ -21,7 +21,7 @@ async fn answer(port: u16, offer: Option<&str>) -> Option<String> {
 async fn negotiation_follows_rfc_7692() {
     let env = TestEnv::start().await;
     let port = env.server.port();
-    let ours = "permessage-deflate; server_max_window_bits=12; client_no_context_takeover";
+    let ours = "permessage-deflate; server_max_window_bits=15; client_no_context_takeover";
     assert_eq!(answer(port, Some(CHROME)).await.as_deref(), Some(ours));
     // Firefox offers it bare.
     assert_eq!(
@@ -48,7 +48,7 @@ async fn negotiation_follows_rfc_7692() {
         .await
         .as_deref(),
         Some(
-            "permessage-deflate; server_max_window_bits=12; client_no_context_takeover; server_no_context_takeover"
+            "permessage-deflate; server_max_window_bits=15; client_no_context_takeover; server_no_context_takeover"
         )
     );
     assert_eq!(

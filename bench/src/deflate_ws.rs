@@ -631,6 +631,7 @@ impl Negotiation {
 mod tests {
     use super::*;
     use flate2::{Compress, Compression, FlushCompress};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn answer_parser() {
@@ -881,5 +882,93 @@ mod tests {
         let long = encode_frame(0x1, &[0u8; 300], [0; 4]);
         assert_eq!(&long[..4], &[0x81, 0xfe, 0x01, 0x2c]);
         assert_eq!(long.len(), 4 + 4 + 300);
+    }
+
+    /// Reads one masked client frame: (opcode, unmasked payload).
+    async fn read_client_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).await.unwrap();
+        assert_eq!(h[1] & 0x80, 0x80, "client frames are masked");
+        assert_eq!(h[0] & 0x70, 0, "client frames are not compressed");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).await.unwrap();
+                usize::from(u16::from_be_bytes(b))
+            }
+            n => usize::from(n),
+        };
+        let mut mask = [0u8; 4];
+        s.read_exact(&mut mask).await.unwrap();
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).await.unwrap();
+        for (i, b) in p.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        (h[0] & 0x0f, p)
+    }
+
+    /// The I/O path against a fake server: the offer is sent, frames arriving in the same read
+    /// as the handshake answer are kept, a ping is answered, two messages inflate with context
+    /// takeover and a 10-bit window, the client's text and close frames arrive masked.
+    #[tokio::test]
+    async fn against_a_fake_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first = message("same again", 1);
+        let second = message("same again", 2);
+        let (f, s2) = (first.clone(), second.clone());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            assert!(req.contains(&format!("Sec-WebSocket-Extensions: {OFFER}\r\n")));
+            let key = req
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; \
+                 server_max_window_bits=10; client_no_context_takeover\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            )
+            .into_bytes();
+            let mut c = Compress::new_with_window_bits(Compression::default(), false, 10);
+            out.extend(server_frame(true, false, 0x9, b"p1"));
+            out.extend(server_frame(true, true, 0x1, &deflate_msg(&mut c, &f)));
+            let z2 = deflate_msg(&mut c, &s2);
+            out.extend(server_frame(true, true, 0x1, &z2));
+            s.write_all(&out).await.unwrap();
+            assert_eq!(read_client_frame(&mut s).await, (0xA, b"p1".to_vec()));
+            assert_eq!(read_client_frame(&mut s).await, (0x1, b"hello".to_vec()));
+            let (op, p) = read_client_frame(&mut s).await;
+            assert_eq!((op, p.as_slice()), (0x8, &1000u16.to_be_bytes()[..]));
+            s.write_all(&server_frame(true, false, 0x8, &1000u16.to_be_bytes()))
+                .await
+                .unwrap();
+            z2.len() as u64 + 2
+        });
+        let url = format!("ws://{addr}/");
+        let mut ws = DeflateWs::connect(addr, &url, true).await.unwrap();
+        let d = ws.negotiated().unwrap().clone();
+        assert_eq!(d.server_max_window_bits, Some(10));
+        assert!(d.client_no_context_takeover);
+        assert_eq!(ws.next_message().await.unwrap(), (true, first.into_bytes()));
+        assert!(ws.last.compressed);
+        assert_eq!(
+            ws.next_message().await.unwrap(),
+            (true, second.clone().into_bytes())
+        );
+        assert_eq!(ws.last.payload_bytes, second.len() as u64);
+        ws.send_text("hello").await.unwrap();
+        let wire_second = ws.last.wire_bytes;
+        ws.close().await;
+        assert_eq!(server.await.unwrap(), wire_second);
     }
 }

@@ -5,8 +5,11 @@
 #   bash bench/compare.sh --quick    # smaller sizes, a smoke run of the whole pipeline
 #
 # Options: --quick, --out FILE (default bench/RESULTS.md), --only ref|ours,
-#          --scenarios LIST (comma-separated subset of fanout1,fanout2,connect,idle,echo),
-#          --note TEXT (added to the report), --no-build (use the binaries in target/release).
+#          --scenarios LIST (comma-separated subset of fanout1,fanout2,connect,idle,echo and of
+#          the browser-like ones: fanout1_deflate,idle_deflate,wirebytes,wirebytes_deflate;
+#          default: all but fanout1_deflate; "all": every one),
+#          --note TEXT (added to the report), --no-build (use the binaries in target/release,
+#          or in $CARGO_TARGET_DIR/release when that is set).
 # Environment: REF_VENV=/path/to/venv (default: /work/venv if it has socketshark, else a venv
 # created under ${XDG_CACHE_HOME:-~/.cache}/socketshark-bench/venv); QUIET_THRESHOLD (0.25) and
 # QUIET_MAX_WAIT (30 s): the quiet-machine gate before each measurement (0 disables it);
@@ -21,7 +24,9 @@ ROOT=$(pwd)
 QUICK=0
 OUT="$ROOT/bench/RESULTS.md"
 ONLY=""
-SCENARIOS="fanout1,fanout2,connect,idle,echo"
+# fanout1_deflate is not in the default list: it adds about two more searches (~2-3 min).
+DEFAULT_SCENARIOS="fanout1,fanout2,connect,idle,echo,idle_deflate,wirebytes,wirebytes_deflate"
+SCENARIOS=$DEFAULT_SCENARIOS
 NOTE=""
 BUILD=1
 ARGS_ORIG=$(printf '%q ' "$@")
@@ -33,11 +38,12 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS="$2"; shift ;;
     --note) NOTE="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$SCENARIOS" = all ]; then SCENARIOS="$DEFAULT_SCENARIOS,fanout1_deflate"; fi
 
 if [ "$QUICK" = 1 ]; then
   F1_CLIENTS=200;  F1_TOPICS=10;   F1_START=25;  F1_STEP=1.5
@@ -46,6 +52,7 @@ if [ "$QUICK" = 1 ]; then
   CONNECT_CLIENTS=500
   IDLE_CLIENTS=500; IDLE_SUBS=1
   ECHO_CLIENTS=20; ECHO_DURATION=3
+  WB_MESSAGES=1000
 else
   F1_CLIENTS=1000;  F1_TOPICS=10;    F1_START=25;  F1_STEP=3
   F2_CLIENTS=10000; F2_TOPICS=10000; F2_START=500; F2_STEP=3
@@ -53,7 +60,10 @@ else
   CONNECT_CLIENTS=2000
   IDLE_CLIENTS=2000; IDLE_SUBS=1
   ECHO_CLIENTS=50; ECHO_DURATION=10
+  WB_MESSAGES=1000
 fi
+# wirebytes: one client, WB_MESSAGES records at WB_RATE msgs/s (about 5 s per server).
+WB_RATE=200
 
 # The load tool waits (at most QUIET_MAX_WAIT s) before each measurement until no CPU is busier
 # than QUIET_THRESHOLD (other processes on a shared machine); 0 disables the gate.
@@ -87,11 +97,12 @@ if [ "$BUILD" = 1 ]; then
   cargo build --release -p socketshark-bench >&2
 fi
 # Private copies: target/ is shared, and a rebuild during the run must not swap the binaries.
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 mkdir -p "$WORK/bin"
-cp "$ROOT/target/release/socketshark" "$ROOT/target/release/socketshark-bench" "$WORK/bin/"
+cp "$RELEASE/socketshark" "$RELEASE/socketshark-bench" "$WORK/bin/"
 RUST_BIN="$WORK/bin/socketshark"
 BENCH="$WORK/bin/socketshark-bench"
-OURS_VERSION="$("$RUST_BIN" --version) (binary built $(date -u -r "$ROOT/target/release/socketshark" '+%Y-%m-%d %H:%M UTC'))"
+OURS_VERSION="$("$RUST_BIN" --version) (binary built $(date -u -r "$RELEASE/socketshark" '+%Y-%m-%d %H:%M UTC'))"
 
 # --- reference venv ---------------------------------------------------------------------------
 REF_VENV="${REF_VENV:-}"
@@ -285,6 +296,16 @@ run_all() { # kind
     --subs "$IDLE_SUBS"
   scenario "$kind" echo echo $QUIET --url @URL@ --server-pid @PID@ --service-port @SPORT@ \
     --clients "$ECHO_CLIENTS" --duration "$ECHO_DURATION"
+  # Browser-like clients (issue 19): every client offers permessage-deflate and inflates.
+  scenario "$kind" fanout1_deflate fanout --deflate $QUIET --url @URL@ --redis "$REDIS_URL" \
+    --server-pid @PID@ --clients "$F1_CLIENTS" --topics "$F1_TOPICS" --search \
+    --search-start "$F1_START" --step-duration "$F1_STEP" --bisect "$BISECT"
+  scenario "$kind" idle_deflate idle --deflate $QUIET --url @URL@ --server-pid @PID@ \
+    --clients "$IDLE_CLIENTS" --subs "$IDLE_SUBS"
+  scenario "$kind" wirebytes wirebytes --url @URL@ --redis "$REDIS_URL" \
+    --messages "$WB_MESSAGES" --rate "$WB_RATE"
+  scenario "$kind" wirebytes_deflate wirebytes --deflate --url @URL@ --redis "$REDIS_URL" \
+    --messages "$WB_MESSAGES" --rate "$WB_RATE"
 }
 
 for kind in ref ours; do
@@ -297,7 +318,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- report -----------------------------------------------------------------------------------
 export WORK OUT QUICK NOTE LOAD_START LOAD_END REF_VERSIONS PY_VERSION ARGS_ORIG
 export F1_CLIENTS F1_TOPICS F2_CLIENTS F2_TOPICS CONNECT_CLIENTS IDLE_CLIENTS IDLE_SUBS
-export ECHO_CLIENTS ECHO_DURATION OURS_VERSION
+export ECHO_CLIENTS ECHO_DURATION OURS_VERSION WB_MESSAGES WB_RATE
 export RUSTC_VERSION="$(rustc --version)"
 export REDIS_VERSION="$(redis-server --version)"
 python3 "$ROOT/bench/report.py"

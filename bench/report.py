@@ -94,21 +94,88 @@ ROWS += [
 ]
 SCENARIOS = [("fanout1", F1), ("fanout2", F2), ("connect", CON), ("idle", IDLE), ("echo", ECHO)]
 
+# Browser-like clients (issue 19): every client offers permessage-deflate and inflates.
+F1D = f"fanout {E['F1_CLIENTS']} clients / {E['F1_TOPICS']} topics, deflate"
+IDLED = f"idle {E['IDLE_CLIENTS']} clients x {E['IDLE_SUBS']} sub, deflate"
+WB = f"wirebytes {E.get('WB_MESSAGES', '1000')} records, no offer"
+WBD = f"wirebytes {E.get('WB_MESSAGES', '1000')} records, deflate"
 
-def table():
+
+def negotiated(d):
+    """The extension as answered: "no" (declined), the parameters, or None when not run."""
+    neg = get(d, "deflate")
+    if not isinstance(neg, dict):
+        return None
+    if not neg.get("negotiated"):
+        return "no"
+    answers = [a for a in neg.get("answers") or [] if a]
+    mixed = neg.get("clients_declined") or 0
+    text = "; ".join(answers) if answers else "yes"
+    text = text.replace("permessage-deflate; ", "").replace("permessage-deflate", "yes")
+    return f"{text} ({mixed} clients declined)" if mixed else text
+
+
+DEFLATE_ROWS = [
+    (F1D, "fanout1_deflate", "max sustainable publish rate, msgs/s ↑", ("max_rate",), None),
+    (F1D, "fanout1_deflate", "delivered msgs/s at that rate ↑", ("max_delivered_per_s",), None),
+    (F1D, "fanout1_deflate", "latency p99 at that rate, ms", ("best", "latency", "p99_ms"), None),
+    (F1D, "fanout1_deflate", "server CPU at that rate, cores (of 1)", ("best", "cpu_cores", "server"), None),
+    (F1D, "fanout1_deflate", "load-tool CPU at that rate, cores (of 1)", ("best", "cpu_cores", "bench"), None),
+    (F1D, "fanout1_deflate", "bytes on the wire per delivered message ↓", ("best", "wire_bytes_per_message"), None),
+    (F1D, "fanout1_deflate", "extension negotiated (server's answer)", None, negotiated),
+    (IDLED, "idle_deflate", "RSS per connection, KiB ↓", ("rss_per_conn_kib",), None),
+    (IDLED, "idle_deflate", "extension negotiated (server's answer)", None, negotiated),
+    (WB, "wirebytes", "bytes on the wire per message (mean) ↓", ("wire_bytes_per_message",), None),
+    (WB, "wirebytes", "JSON message as sent, bytes (mean)", ("message_bytes_per_message",), None),
+    (WBD, "wirebytes_deflate", "bytes on the wire per message (mean) ↓", ("wire_bytes_per_message",), None),
+    (WBD, "wirebytes_deflate", "JSON message after inflating, bytes (mean)", ("message_bytes_per_message",), None),
+    (WBD, "wirebytes_deflate", "compression ratio (JSON bytes / wire bytes) ↑", ("compression_ratio",), None),
+    (WBD, "wirebytes_deflate", "messages compressed (of those received)", ("compressed_messages",), None),
+    (WBD, "wirebytes_deflate", "extension negotiated (server's answer)", None, negotiated),
+]
+DEFLATE_SCENARIOS = [("fanout1_deflate", F1D), ("idle_deflate", IDLED), ("wirebytes", WB), ("wirebytes_deflate", WBD)]
+
+
+def ran(scenarios):
+    """The scenarios of the list with a result from either server."""
+    return [(f, label) for f, label in scenarios if load("ref", f) or load("ours", f)]
+
+
+def rows(spec):
+    lines = []
+    for label, f, metric, path, tr in spec:
+        if not (load("ref", f) or load("ours", f)):
+            continue
+        vals = []
+        for kind in ("ref", "ours"):
+            d = load(kind, f)
+            if path is None:
+                v = tr(d) if d is not None else None
+            else:
+                v = get(d, *path)
+                if v is not None and tr:
+                    v = tr(v)
+            vals.append(v)
+        r = "" if path is None or path in NO_RATIO else ratio(*vals)
+        lines.append(f"| {label} | {metric} | {fmt(vals[0])} | {fmt(vals[1])} | {r} |")
+    return lines
+
+
+# Counts where a ratio means nothing.
+NO_RATIO = [("compressed_messages",)]
+
+
+def table(spec=None, scenarios=None):
+    spec = ROWS if spec is None else spec
+    scenarios = ran(SCENARIOS if scenarios is None else scenarios)
+    if not scenarios:
+        return "(none of these scenarios ran)"
     lines = [
         "| scenario | metric | reference (Python) | ours (Rust) | ratio ours/ref |",
         "|---|---|---|---|---|",
     ]
-    for label, f, metric, path, tr in ROWS:
-        vals = []
-        for kind in ("ref", "ours"):
-            v = get(load(kind, f), *path)
-            if v is not None and tr:
-                v = tr(v)
-            vals.append(v)
-        lines.append(f"| {label} | {metric} | {fmt(vals[0])} | {fmt(vals[1])} | {ratio(*vals)} |")
-    for f, label in SCENARIOS:
+    lines += rows(spec)
+    for f, label in scenarios:
         noise = []
         for kind in ("ref", "ours"):
             d = load(kind, f)
@@ -116,8 +183,10 @@ def table():
             samples.append(get(d, "machine_before", "busiest_cpu"))
             samples = [x for x in samples if isinstance(x, (int, float))]
             noise.append(max(samples) if samples else None)
+        if noise == [None, None]:
+            continue  # no quiet-machine gate in this scenario (wirebytes measures bytes)
         lines.append(f"| {label} | noise: busiest CPU just before measuring (worst step; 0 = quiet) | {fmt(noise[0])} | {fmt(noise[1])} | |")
-    for f, label in SCENARIOS:
+    for f, label in scenarios:
         errs = [get(load(kind, f), "errors", "total") for kind in ("ref", "ours")]
         lines.append(f"| {label} | errors (disconnects, error replies, timeouts, ...) | {fmt(errs[0])} | {fmt(errs[1])} | |")
     return "\n".join(lines)
@@ -139,8 +208,33 @@ def machine():
     return model, mem, nproc
 
 
+def deflate_section():
+    if not ran(DEFLATE_SCENARIOS):
+        return ""
+    sizes = [get(load(k, f), "data_bytes_per_record") for f in ("wirebytes_deflate", "wirebytes") for k in ("ours", "ref")]
+    size = next((v for v in sizes if isinstance(v, (int, float))), None)
+    size = f"{size:.0f} bytes" if size is not None else "about 275 bytes"
+    return f"""## Browser-like clients (permessage-deflate)
+
+Browsers always offer `permessage-deflate; client_max_window_bits` (issue 19). In these
+scenarios every client of the load tool does the same (`--deflate`: the tool's own WebSocket
+client, bench/src/deflate_ws.rs, which inflates RSV1 messages; its own frames are never
+compressed). "extension negotiated" is the server's `Sec-WebSocket-Extensions` answer ("no" =
+declined). `wirebytes` sends {E.get('WB_MESSAGES', '1000')} CRM-like records ({size} of
+JSON data each on average, fixed seed) to one client at {E.get('WB_RATE', '200')} msgs/s through Redis PUBLISH;
+wire bytes = frame headers + payloads as read from the socket, averaged over the messages
+(the first message, without a compression context yet, counts too). fanout and idle use the
+sizes of `fanout1` and `idle`. The deflate client costs the load tool less per message than
+tungstenite, so where the load tool is the limit a `--deflate` search can go higher than the
+plain one.
+
+{table(DEFLATE_ROWS, DEFLATE_SCENARIOS)}
+"""
+
+
 def main():
     tbl = table()
+    dtbl = deflate_section()
     model, mem, nproc = machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick (smaller sizes)" if E.get("QUICK") == "1" else "full"
@@ -152,7 +246,7 @@ def main():
         except OSError:
             cmds[kind] = "(not run)"
     raw = []
-    for f, _ in SCENARIOS:
+    for f, _ in SCENARIOS + DEFLATE_SCENARIOS:
         for kind in ("ref", "ours"):
             d = load(kind, f)
             if d is not None:
@@ -183,6 +277,7 @@ the highest published rate (round-robin over the topics) at which a {E.get('F1_T
 figures). When the load-tool CPU is close to 1.0 core, the load tool (not the server) limits the
 figure.
 
+{dtbl}
 ## Commands
 
 Reference (each line runs against a fresh reference server):
@@ -228,6 +323,8 @@ The last configuration each server ran with (ports change with every start):
     with open(OUT, "w") as f:
         f.write(doc)
     print(tbl)
+    if dtbl:
+        print(dtbl)
 
 
 main()

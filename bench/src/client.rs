@@ -1,5 +1,6 @@
 //! WebSocket clients speaking the SocketShark protocol, plus the shared error counters.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,6 +12,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::deflate_ws::{DeflateWs, MessageStats};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -65,6 +68,102 @@ impl Target {
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
         Ok(ws)
+    }
+
+    /// A tungstenite client, or with `deflate` a browser-like one (offers permessage-deflate).
+    pub async fn connect_any(&self, deflate: bool) -> Result<AnyWs, String> {
+        if deflate {
+            DeflateWs::connect(self.addr, &self.url, true)
+                .await
+                .map(AnyWs::Deflate)
+        } else {
+            self.connect().await.map(AnyWs::Plain)
+        }
+    }
+}
+
+/// A client connection as the scenarios use it: read frames, send JSON, close.
+pub trait Conn: Send + Sized {
+    fn next_frame(&mut self) -> impl Future<Output = Frame> + Send;
+    fn send_json(&mut self, v: &Value) -> impl Future<Output = Result<(), String>> + Send;
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+impl Conn for Ws {
+    fn next_frame(&mut self) -> impl Future<Output = Frame> + Send {
+        next_frame(self)
+    }
+    fn send_json(&mut self, v: &Value) -> impl Future<Output = Result<(), String>> + Send {
+        send_json(self, v)
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        close(self)
+    }
+}
+
+impl Conn for DeflateWs {
+    async fn next_frame(&mut self) -> Frame {
+        match self.next_message().await {
+            Ok((true, payload)) => match String::from_utf8(payload) {
+                Ok(t) => classify(&t),
+                Err(_) => Frame::Closed("invalid UTF-8 in a text message".into()),
+            },
+            Ok((false, payload)) => match std::str::from_utf8(&payload) {
+                Ok(t) => classify(t),
+                Err(_) => Frame::Other(json!({"binary": payload.len()})),
+            },
+            Err(e) => Frame::Closed(e),
+        }
+    }
+    async fn send_json(&mut self, v: &Value) -> Result<(), String> {
+        self.send_text(&v.to_string()).await
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        DeflateWs::close(self)
+    }
+}
+
+/// Either kind of client (`--deflate` picks the browser-like one).
+pub enum AnyWs {
+    Plain(Ws),
+    Deflate(DeflateWs),
+}
+
+impl AnyWs {
+    /// Wire figures of the last data message read (browser-like clients only).
+    pub fn last_message(&self) -> Option<MessageStats> {
+        match self {
+            AnyWs::Plain(_) => None,
+            AnyWs::Deflate(ws) => Some(ws.last),
+        }
+    }
+
+    pub fn as_deflate(&self) -> Option<&DeflateWs> {
+        match self {
+            AnyWs::Plain(_) => None,
+            AnyWs::Deflate(ws) => Some(ws),
+        }
+    }
+}
+
+impl Conn for AnyWs {
+    async fn next_frame(&mut self) -> Frame {
+        match self {
+            AnyWs::Plain(ws) => next_frame(ws).await,
+            AnyWs::Deflate(ws) => ws.next_frame().await,
+        }
+    }
+    async fn send_json(&mut self, v: &Value) -> Result<(), String> {
+        match self {
+            AnyWs::Plain(ws) => send_json(ws, v).await,
+            AnyWs::Deflate(ws) => ws.send_json(v).await,
+        }
+    }
+    async fn close(self) {
+        match self {
+            AnyWs::Plain(ws) => close(ws).await,
+            AnyWs::Deflate(ws) => Conn::close(ws).await,
+        }
     }
 }
 
@@ -216,19 +315,19 @@ pub async fn send_json(ws: &mut Ws, v: &Value) -> Result<(), String> {
 /// Sends `command` and waits (up to `timeout`) for the reply whose `event` is `event` and whose
 /// `subscription` (if given) matches; deliveries arriving meanwhile are ignored. Returns the reply
 /// when its status is `ok`, else a description of the failure and its error kind.
-pub async fn request(
-    ws: &mut Ws,
+pub async fn request<C: Conn>(
+    ws: &mut C,
     command: &Value,
     event: &str,
     subscription: Option<&str>,
     timeout: Duration,
 ) -> Result<Value, (Kind, String)> {
-    send_json(ws, command)
+    ws.send_json(command)
         .await
         .map_err(|e| (Kind::Disconnect, e))?;
     let wait = async {
         loop {
-            match next_frame(ws).await {
+            match ws.next_frame().await {
                 Frame::Delivery { .. } => continue,
                 Frame::Closed(why) => return Err((Kind::Disconnect, why)),
                 Frame::Other(v) => {
@@ -257,7 +356,11 @@ pub async fn request(
 }
 
 /// Subscribes to `name` and waits for the ok reply.
-pub async fn subscribe(ws: &mut Ws, name: &str, timeout: Duration) -> Result<(), (Kind, String)> {
+pub async fn subscribe<C: Conn>(
+    ws: &mut C,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), (Kind, String)> {
     let cmd = json!({"event": "subscribe", "subscription": name});
     request(ws, &cmd, "subscribe", Some(name), timeout)
         .await
@@ -267,7 +370,7 @@ pub async fn subscribe(ws: &mut Ws, name: &str, timeout: Duration) -> Result<(),
 /// Sends a close frame and waits briefly for the server's; errors are irrelevant here.
 pub async fn close(mut ws: Ws) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        if ws.close(None).await.is_ok() {
+        if SinkExt::close(&mut ws).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
         }
     })
@@ -275,8 +378,8 @@ pub async fn close(mut ws: Ws) {
 }
 
 /// Closes many connections concurrently.
-pub async fn close_all(conns: Vec<Ws>) {
-    futures_util::future::join_all(conns.into_iter().map(close)).await;
+pub async fn close_all<C: Conn>(conns: Vec<C>) {
+    futures_util::future::join_all(conns.into_iter().map(Conn::close)).await;
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use crate::client::{self, Errors, Frame, Kind, Target, now_us};
+use crate::client::{self, Conn, Errors, Frame, Kind, Target, now_us};
 use crate::cpu::{CpuMeter, QuietArgs, wait_quiet};
+use crate::deflate_ws::Negotiation;
 use crate::hist::Histogram;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -79,6 +80,11 @@ pub struct FanoutArgs {
     /// A step's drain ends when nothing arrived for this many seconds.
     #[arg(long, default_value_t = 2.0)]
     pub drain_idle: f64,
+    /// Browser-like clients: each offers `permessage-deflate; client_max_window_bits` and
+    /// inflates what the server compresses (the bench's own client, deflate_ws.rs, instead of
+    /// tungstenite). Adds what was negotiated and the wire bytes per delivered message.
+    #[arg(long)]
+    pub deflate: bool,
     /// A step's drain ends at the latest this many seconds after publishing stopped.
     #[arg(long, default_value_t = 30.0)]
     pub drain_max: f64,
@@ -99,6 +105,13 @@ struct Shared {
     ready_per_topic: Vec<AtomicU64>,
     shutting_down: AtomicBool,
     errors: Errors,
+    /// --deflate: browser-like clients.
+    deflate: bool,
+    /// --deflate: bytes on the wire (frame headers + payloads) of the counted deliveries, how
+    /// many of them were compressed, and what the clients negotiated.
+    wire_bytes: AtomicU64,
+    compressed: AtomicU64,
+    negotiation: Negotiation,
 }
 
 async fn client_task(
@@ -111,7 +124,7 @@ async fn client_task(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permit = sem.acquire_owned().await;
-    let mut ws = match target.connect().await {
+    let mut ws = match target.connect_any(shared.deflate).await {
         Ok(ws) => ws,
         Err(e) => {
             shared.errors.add(Kind::Connect, || e);
@@ -125,16 +138,19 @@ async fn client_task(
         return;
     }
     drop(permit);
+    if let Some(d) = ws.as_deflate() {
+        shared.negotiation.record(d);
+    }
     shared.ready_per_topic[topic as usize].fetch_add(1, Relaxed);
     shared.ready_ok.fetch_add(1, Relaxed);
     let mut last: Option<u64> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
-                client::close(ws).await;
+                ws.close().await;
                 return;
             }
-            frame = client::next_frame(&mut ws) => match frame {
+            frame = ws.next_frame() => match frame {
                 Frame::Delivery { seq, ts } => {
                     let now = now_us();
                     if seq < shared.step_start_seq.load(Relaxed) {
@@ -149,6 +165,10 @@ async fn client_task(
                         shared.received.fetch_add(1, Relaxed);
                         shared.hist.record(now.saturating_sub(ts));
                         shared.last_rx_us.fetch_max(now, Relaxed);
+                        if let Some(m) = ws.last_message() {
+                            shared.wire_bytes.fetch_add(m.wire_bytes, Relaxed);
+                            shared.compressed.fetch_add(u64::from(m.compressed), Relaxed);
+                        }
                     }
                 }
                 Frame::Other(v) => {
@@ -268,6 +288,8 @@ async fn step(
         &shared.dups,
         &shared.wrong_topic,
         &shared.last_rx_us,
+        &shared.wire_bytes,
+        &shared.compressed,
     ] {
         c.store(0, Relaxed);
     }
@@ -324,7 +346,7 @@ async fn step(
         && step_errors == 0
         && delivered == publ.expected
         && p99_ms < args.p99_limit_ms;
-    let json = json!({
+    let mut json = json!({
         "rate": rate.round(),
         "published": publ.messages,
         "publish_rate": (publ.messages as f64 / publ.elapsed.as_secs_f64().max(1e-9)).round(),
@@ -342,6 +364,17 @@ async fn step(
         "machine_before": machine,
         "pass": pass,
     });
+    if args.deflate {
+        let wire = shared.wire_bytes.load(Relaxed);
+        json["wire_bytes"] = wire.into();
+        json["wire_bytes_per_message"] = if delivered > 0 {
+            ((wire as f64 / delivered as f64) * 10.0).round() / 10.0
+        } else {
+            0.0
+        }
+        .into();
+        json["compressed_messages"] = shared.compressed.load(Relaxed).into();
+    }
     StepResult {
         json,
         pass,
@@ -396,6 +429,7 @@ pub async fn run(mut args: FanoutArgs) -> Result<(Value, bool), String> {
         .map_err(|e| format!("redis {}: {e}", args.redis))?;
     let shared = Arc::new(Shared {
         ready_per_topic: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+        deflate: args.deflate,
         ..Shared::default()
     });
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
@@ -442,6 +476,10 @@ pub async fn run(mut args: FanoutArgs) -> Result<(Value, bool), String> {
         "subscribers_per_topic": clients as f64 / topics as f64,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
     });
+    if args.deflate {
+        out["client"] = "deflate_ws".into();
+        out["deflate"] = shared.negotiation.to_json();
+    }
     let mut ok = connected == clients;
     if connected > 0 {
         if args.warmup > 0.0 && !args.smoke {

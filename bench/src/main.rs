@@ -5,10 +5,12 @@
 
 mod client;
 mod cpu;
+mod deflate_ws;
 mod fanout;
 mod faults;
 mod hist;
 mod others;
+mod wirebytes;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,9 @@ enum Command {
     Connect(others::ConnectArgs),
     /// C idle clients x K subscriptions: server RSS per connection.
     Idle(others::IdleArgs),
+    /// One client, one subscription, 1,000 CRM-like records via Redis: bytes on the wire per
+    /// message, with (`--deflate`) or without the browser's permessage-deflate offer.
+    Wirebytes(wirebytes::WirebytesArgs),
     /// Client `message` -> server -> bench `on_message` service -> confirmation, in a loop.
     Echo(others::EchoArgs),
     /// The fault-injection suite (issue #13): Redis killed/paused, failing services, churn,
@@ -92,6 +97,7 @@ fn main() {
         Command::Connect(a) => a.clients,
         Command::Idle(a) => a.clients,
         Command::Echo(a) => a.clients,
+        Command::Wirebytes(_) => 1,
         Command::Service { .. } | Command::Faults(_) => 0,
     };
     if needed + 100 > nofile {
@@ -106,6 +112,7 @@ fn main() {
             Command::Idle(a) => others::idle(a).await.map(|v| (v, true)),
             Command::Echo(a) => others::echo(a).await.map(|v| (v, true)),
             Command::Faults(a) => faults::run(a).await,
+            Command::Wirebytes(a) => wirebytes::run(a).await,
             Command::Service { port } => {
                 others::start_service(port).await?;
                 tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

@@ -13,18 +13,20 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::client::{self, Errors, Kind, Target, Ws};
+use crate::client::{self, Errors, Kind, Target};
 use crate::cpu::{CpuMeter, QuietArgs, wait_quiet};
+use crate::deflate_ws::Negotiation;
 use crate::hist::Histogram;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Opens `n` clients with at most `concurrency` being set up at once; `setup(i)` connects and
 /// prepares client i. Returns the clients that made it and the wall time of the whole phase.
-async fn open_clients<F, Fut>(n: u64, concurrency: usize, setup: F) -> (Vec<Ws>, f64)
+async fn open_clients<T, F, Fut>(n: u64, concurrency: usize, setup: F) -> (Vec<T>, f64)
 where
+    T: Send + 'static,
     F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Option<Ws>> + Send + 'static,
+    Fut: Future<Output = Option<T>> + Send + 'static,
 {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
@@ -150,6 +152,10 @@ pub struct IdleArgs {
     pub settle: f64,
     #[arg(long, default_value = "bench")]
     pub service: String,
+    /// Browser-like clients: offer `permessage-deflate; client_max_window_bits` (the bench's own
+    /// client instead of tungstenite) and report what was negotiated.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// VmRSS of `pid` in KiB.
@@ -170,16 +176,22 @@ pub async fn idle(args: IdleArgs) -> Result<Value, String> {
     let machine = wait_quiet(&args.quiet).await;
     let before = rss_kib(args.server_pid)?;
     let (service, subs, e) = (args.service.clone(), args.subs, errors.clone());
+    let negotiation = Arc::new(Negotiation::default());
+    let (deflate, neg) = (args.deflate, negotiation.clone());
     let (conns, wall) = open_clients(args.clients, args.concurrency, move |i| {
         let (target, errors, service) = (target.clone(), e.clone(), service.clone());
+        let neg = neg.clone();
         async move {
-            let mut ws = match target.connect().await {
+            let mut ws = match target.connect_any(deflate).await {
                 Ok(ws) => ws,
                 Err(err) => {
                     errors.add(Kind::Connect, || err);
                     return None;
                 }
             };
+            if let Some(d) = ws.as_deflate() {
+                neg.record(d);
+            }
             for k in 0..subs {
                 let name = format!("{service}.i{i}_{k}");
                 if let Err((kind, err)) = client::subscribe(&mut ws, &name, REPLY_TIMEOUT).await {
@@ -202,7 +214,7 @@ pub async fn idle(args: IdleArgs) -> Result<Value, String> {
     } else {
         0.0
     };
-    Ok(json!({
+    let mut out = json!({
         "scenario": "idle",
         "machine_before": machine,
         "url": args.url,
@@ -216,7 +228,12 @@ pub async fn idle(args: IdleArgs) -> Result<Value, String> {
         "rss_per_conn_bytes": per_conn.round(),
         "rss_per_conn_kib": round3(per_conn / 1024.0),
         "errors": errors.to_json(),
-    }))
+    });
+    if args.deflate {
+        out["client"] = "deflate_ws".into();
+        out["deflate"] = negotiation.to_json();
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------

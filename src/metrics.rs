@@ -82,6 +82,8 @@ pub struct Metrics {
     slow_consumers: IntCounter,
     rate_limited: IntCounter,
     rate_delayed: IntCounter,
+    messages_compressed: IntCounter,
+    compression_streams: IntGauge,
     /// Set when a shutdown starts: `/readyz` then answers 503 although the service state stays 1
     /// until the end (R-SHUT-4).
     draining: std::sync::atomic::AtomicBool,
@@ -158,6 +160,14 @@ impl Metrics {
             "socketshark_rate_delayed_events_total",
             "Client events that waited for the session's budget of limits.max_events_per_second",
         );
+        let messages_compressed = b.int_counter(
+            "socketshark_messages_compressed_total",
+            "Messages pushed to clients compressed (permessage-deflate)",
+        );
+        let compression_streams = b.int_gauge(
+            "socketshark_compression_streams",
+            "Channel compression streams holding a compressor (ws.compression.max_streams)",
+        );
         Metrics {
             log_provider,
             registry: b.registry,
@@ -174,6 +184,8 @@ impl Metrics {
             slow_consumers,
             rate_limited,
             rate_delayed,
+            messages_compressed,
+            compression_streams,
             draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -266,6 +278,14 @@ impl Metrics {
     }
 
     /// Extra: a client event waited for the session's rate budget (`event_rate_policy = "delay"`).
+    pub fn messages_compressed(&self, n: u64) {
+        self.messages_compressed.inc_by(n);
+    }
+
+    pub fn set_compression_streams(&self, n: i64) {
+        self.compression_streams.set(n);
+    }
+
     pub fn rate_delayed(&self) {
         self.rate_delayed.inc();
     }
@@ -610,6 +630,12 @@ socketshark_rate_limited_events_total 0.0
 # HELP socketshark_rate_delayed_events_total Client events that waited for the session's budget of limits.max_events_per_second
 # TYPE socketshark_rate_delayed_events_total counter
 socketshark_rate_delayed_events_total 0.0
+# HELP socketshark_messages_compressed_total Messages pushed to clients compressed (permessage-deflate)
+# TYPE socketshark_messages_compressed_total counter
+socketshark_messages_compressed_total 0.0
+# HELP socketshark_compression_streams Channel compression streams holding a compressor (ws.compression.max_streams)
+# TYPE socketshark_compression_streams gauge
+socketshark_compression_streams 0.0
 ",
             env!("CARGO_PKG_VERSION")
         )
@@ -758,7 +784,7 @@ socketshark_event_success_counter{event=\"ping\",status=\"success\"} 1.0
              socketshark_messages_dropped_total{reason=\"order\"} 1.0\n"
         ));
         assert!(out.contains("# TYPE socketshark_callback_duration_seconds histogram\n"));
-        assert!(out.ends_with("socketshark_rate_delayed_events_total 0.0\n# EOF\n"));
+        assert!(out.ends_with("socketshark_compression_streams 0.0\n# EOF\n"));
     }
 
     #[test]

@@ -260,6 +260,8 @@ pub async fn run(cfg: Config) -> i32 {
             let bytes = app2.queued_bytes();
             app2.metrics.set_outbound_queue_bytes(bytes as i64);
             app2.hub.release_idle_streams(std::time::Instant::now());
+            app2.metrics
+                .set_compression_streams(app2.hub.compressors() as i64);
         }
     }));
 
@@ -1104,6 +1106,8 @@ struct Writer<W> {
     busy: bool,
     /// Pushes in the batch, and pushes that will never be written.
     pushed: u64,
+    /// Pushes taken compressed (a counter's pending increment).
+    compressed: u64,
     unsent: u64,
     /// The batch holds the server's close frame / the `Finish` marker.
     close_sent: bool,
@@ -1125,6 +1129,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             frames: Batch::default(),
             busy: false,
             pushed: 0,
+            compressed: 0,
             unsent: 0,
             close_sent: false,
             finish: false,
@@ -1216,7 +1221,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
             self.pushed += u64::from(is_push);
             match compressed {
-                Some(c) => self.frames.frame(wire::OP_TEXT | wire::RSV1, c),
+                Some(c) => {
+                    self.compressed += 1;
+                    self.frames.frame(wire::OP_TEXT | wire::RSV1, c)
+                }
                 None => self.frames.frame(wire::OP_TEXT, text.into()),
             }
         }
@@ -1230,6 +1238,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
         session.outbox().set_writer_busy(false);
         session.delivered_pushes(std::mem::take(&mut self.pushed));
+        let compressed = std::mem::take(&mut self.compressed);
+        if compressed > 0 {
+            session.compressed_pushes(compressed);
+        }
         session.dropped_pushes(std::mem::take(&mut self.unsent));
         self.busy = false;
         self.done = self.finish;

@@ -246,6 +246,11 @@ impl Session {
     }
 
     /// Counts `n` pushes written to the socket (`socketshark_messages_delivered_total`).
+    /// `n` pushes went out compressed (permessage-deflate).
+    pub fn compressed_pushes(&self, n: u64) {
+        self.app.metrics.messages_compressed(n);
+    }
+
     pub fn delivered_pushes(&self, n: u64) {
         self.app.metrics.messages_delivered(n);
     }

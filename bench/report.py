@@ -169,7 +169,7 @@ def table(spec=None, scenarios=None):
     spec = ROWS if spec is None else spec
     scenarios = ran(SCENARIOS if scenarios is None else scenarios)
     if not scenarios:
-        return "(none of these scenarios ran)"
+        return "(none of these scenarios ran in this run)"
     lines = [
         "| scenario | metric | reference (Python) | ours (Rust) | ratio ours/ref |",
         "|---|---|---|---|---|",
@@ -220,7 +220,7 @@ Browsers always offer `permessage-deflate; client_max_window_bits` (issue 19). I
 scenarios every client of the load tool does the same (`--deflate`: the tool's own WebSocket
 client, bench/src/deflate_ws.rs, which inflates RSV1 messages; its own frames are never
 compressed). "extension negotiated" is the server's `Sec-WebSocket-Extensions` answer ("no" =
-declined). `wirebytes` sends {E.get('WB_MESSAGES', '1000')} CRM-like records ({size} of
+declined). `wirebytes` (the same client; "no offer": without the extension) sends {E.get('WB_MESSAGES', '1000')} CRM-like records ({size} of
 JSON data each on average, fixed seed) to one client at {E.get('WB_RATE', '200')} msgs/s through Redis PUBLISH;
 wire bytes = frame headers + payloads as read from the socket, averaged over the messages
 (the first message, without a compression context yet, counts too). fanout and idle use the

@@ -34,7 +34,14 @@ use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Statu
 
 use crate::config::CompressionConfig;
 
-use super::read::ReadError;
+/// Why a compressed client message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflateError {
+    /// It inflates past the limit.
+    TooBig,
+    /// It is not valid deflate data.
+    Invalid,
+}
 
 /// The bytes a sync flush ends with; removed from every compressed message and added back
 /// before inflating one (RFC 7692 §7.2.1, §7.2.2).
@@ -178,8 +185,8 @@ thread_local! {
 }
 
 /// Inflates one client message (its frames' payloads together), never producing more than
-/// `max` bytes: past that it stops with [`ReadError::TooBig`] (1009) without holding the rest.
-pub fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, ReadError> {
+/// `max` bytes: past that it stops with [`InflateError::TooBig`] without holding the rest.
+pub fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
     INFLATER.with(|cell| {
         let mut cell = cell.borrow_mut();
         let inf = cell.get_or_insert_with(|| Inflate::new(false, 15));
@@ -193,7 +200,7 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, ReadError> {
     })
 }
 
-fn inflate_with(inf: &mut Inflate, data: &[u8], max: usize) -> Result<Vec<u8>, ReadError> {
+fn inflate_with(inf: &mut Inflate, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
     let limit = max.saturating_add(1);
     let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(4).max(256).min(limit));
     for input in [data, &TAIL[..]] {
@@ -201,7 +208,7 @@ fn inflate_with(inf: &mut Inflate, data: &[u8], max: usize) -> Result<Vec<u8>, R
         loop {
             if out.len() == out.capacity() {
                 if out.len() >= limit {
-                    return Err(ReadError::TooBig);
+                    return Err(InflateError::TooBig);
                 }
                 let more = out.len().max(4096).min(limit - out.len());
                 out.reserve_exact(more);
@@ -213,14 +220,14 @@ fn inflate_with(inf: &mut Inflate, data: &[u8], max: usize) -> Result<Vec<u8>, R
                     out.spare_capacity_mut(),
                     InflateFlush::SyncFlush,
                 )
-                .map_err(|_| ReadError::Protocol("invalid compressed data"))?;
+                .map_err(|_| InflateError::Invalid)?;
             let consumed = (inf.total_in() - in0) as usize;
             let produced = (inf.total_out() - out0) as usize;
             // SAFETY: the inflater initialised `produced` bytes of the spare capacity.
             unsafe { out.set_len(out.len() + produced) };
             pos += consumed;
             if out.len() > max {
-                return Err(ReadError::TooBig);
+                return Err(InflateError::TooBig);
             }
             match status {
                 Status::StreamEnd => {
@@ -229,7 +236,7 @@ fn inflate_with(inf: &mut Inflate, data: &[u8], max: usize) -> Result<Vec<u8>, R
                 }
                 _ if pos == input.len() && out.len() < out.capacity() => break,
                 _ if consumed == 0 && produced == 0 && out.len() < out.capacity() => {
-                    return Err(ReadError::Protocol("invalid compressed data"));
+                    return Err(InflateError::Invalid);
                 }
                 _ => {}
             }
@@ -596,19 +603,19 @@ mod tests {
         assert!(c.len() < data.len());
         assert_eq!(inflate(&c, 1 << 20).unwrap(), data);
         assert_eq!(inflate(&c, data.len()).unwrap(), data);
-        assert_eq!(inflate(&c, data.len() - 1), Err(ReadError::TooBig));
+        assert_eq!(inflate(&c, data.len() - 1), Err(InflateError::TooBig));
         // A bomb: 1 MiB + 1 of zeros from a few hundred bytes.
         let zeros = vec![0u8; (1 << 20) + 1];
         let bomb = compress_solo(&zeros, 9, 15);
         assert!(bomb.len() < 2000, "{}", bomb.len());
-        assert_eq!(inflate(&bomb, 1 << 20), Err(ReadError::TooBig));
+        assert_eq!(inflate(&bomb, 1 << 20), Err(InflateError::TooBig));
         let exact = compress_solo(&zeros[..1 << 20], 9, 15);
         assert_eq!(inflate(&exact, 1 << 20).unwrap().len(), 1 << 20);
         // Garbage.
-        assert!(matches!(
+        assert_eq!(
             inflate(&[0xff, 0xff, 0xff, 0x00], 1 << 20),
-            Err(ReadError::Protocol(_))
-        ));
+            Err(InflateError::Invalid)
+        );
         // The empty message.
         assert_eq!(inflate(&[0x02, 0x00], 100).unwrap(), b"");
         assert_eq!(inflate(&compress_solo(b"", 1, 15), 100).unwrap(), b"");

@@ -35,6 +35,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::deflate::InflateError;
+
 const OP_CONT: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -294,7 +296,15 @@ impl FrameReader {
             _ if frame.fin => {
                 let (opcode, mut payload) = self.message.take().expect("a data frame");
                 if std::mem::take(&mut self.compressed) {
-                    payload = super::deflate::inflate(&payload, self.max_message)?;
+                    payload =
+                        super::deflate::inflate(&payload, self.max_message).map_err(
+                            |e| match e {
+                                InflateError::TooBig => ReadError::TooBig,
+                                InflateError::Invalid => {
+                                    ReadError::Protocol("invalid compressed data")
+                                }
+                            },
+                        )?;
                 }
                 payload.shrink_to_fit();
                 if opcode == OP_TEXT {

@@ -70,7 +70,7 @@ perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2
 wait "$BENCH_PID" || true
 cat "$WORK/bench.json"
 echo "--- server samples by DSO"
-perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
 echo "--- top symbols (self)"
 perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
   | grep -v '^#' | grep -v '^$' | head -30

@@ -69,7 +69,12 @@ impl Session {
             }
         }
         let (frame, compressed) = match fanout {
-            Some(f) => f.frame_for(msg, &sub.extra, deflate.as_mut(), std::time::Instant::now()),
+            Some(f) => f.frame_for(
+                msg,
+                &sub.extra,
+                deflate.as_deref_mut(),
+                std::time::Instant::now(),
+            ),
             None => {
                 let sent_at = publish::now();
                 let meta = Meta {

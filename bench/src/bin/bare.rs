@@ -101,7 +101,7 @@ async fn run(args: Args) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
         "{}",
-        json!({"event": "listening", "host": local.ip().to_string(), "port": local.port()})
+        json!({"event": "ready", "host": local.ip().to_string(), "port": local.port()})
     );
     loop {
         match listener.accept().await {

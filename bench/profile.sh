@@ -76,8 +76,9 @@ perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2
 wait "$BENCH_PID" || true
 cat "$WORK/bench.json"
 echo "--- server samples by DSO"
-perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed -n '1,8p'
 echo "--- top symbols (self)"
+# sed, not head: head would end the pipe early and, under pipefail, the script.
 perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
-  | grep -v '^#' | grep -v '^$' | head -30
+  | grep -v '^#' | grep -v '^$' | sed -n '1,30p'
 echo "(perf data: $WORK/perf.data)"

@@ -4,7 +4,10 @@
 #   bash bench/compare.sh            # full run, writes bench/RESULTS.md (about 10 minutes)
 #   bash bench/compare.sh --quick    # smaller sizes, a smoke run of the whole pipeline
 #
-# Options: --quick, --out FILE (default bench/RESULTS.md), --only ref|ours,
+# Options: --quick, --out FILE (default bench/RESULTS.md), --only ref|ours|bare,
+#          --with-bare (a third contender, socketshark-bare: a bare tokio server that only
+#          forwards Redis messages to sockets, the physical-limit line of the fan-out; it runs
+#          fanout1, fanout2, connect and idle only; about 4 more minutes; implied by --only bare),
 #          --scenarios LIST (comma-separated subset of fanout1,fanout2,connect,idle,echo and of
 #          the browser-like ones: fanout1_deflate,idle_deflate,wirebytes,wirebytes_deflate;
 #          default: all but fanout1_deflate; "all": every one),
@@ -24,6 +27,7 @@ ROOT=$(pwd)
 QUICK=0
 OUT="$ROOT/bench/RESULTS.md"
 ONLY=""
+WITH_BARE=0
 # fanout1_deflate is not in the default list: it adds about two more searches (~2-3 min).
 DEFAULT_SCENARIOS="fanout1,fanout2,connect,idle,echo,idle_deflate,wirebytes,wirebytes_deflate"
 SCENARIOS=$DEFAULT_SCENARIOS
@@ -35,14 +39,19 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
+    --with-bare) WITH_BARE=1 ;;
     --scenarios) SCENARIOS="$2"; shift ;;
     --note) NOTE="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$ONLY" = bare ]; then WITH_BARE=1; fi
+case "$ONLY" in ""|ref|ours|bare) ;; *) echo "--only: ref, ours or bare" >&2; exit 2 ;; esac
+# The scenarios socketshark-bare can serve (it knows only `subscribe`: no callbacks, no deflate).
+BARE_SCENARIOS="fanout1,fanout2,connect,idle"
 if [ "$SCENARIOS" = all ]; then SCENARIOS="$DEFAULT_SCENARIOS,fanout1_deflate"; fi
 
 if [ "$QUICK" = 1 ]; then
@@ -102,6 +111,14 @@ mkdir -p "$WORK/bin"
 cp "$RELEASE/socketshark" "$RELEASE/socketshark-bench" "$WORK/bin/"
 RUST_BIN="$WORK/bin/socketshark"
 BENCH="$WORK/bin/socketshark-bench"
+BARE_BIN="$WORK/bin/socketshark-bare"
+if [ "$WITH_BARE" = 1 ]; then
+  if [ ! -x "$RELEASE/socketshark-bare" ]; then
+    echo "compare: $RELEASE/socketshark-bare not found (build -p socketshark-bench)" >&2
+    exit 1
+  fi
+  cp "$RELEASE/socketshark-bare" "$WORK/bin/"
+fi
 OURS_VERSION="$("$RUST_BIN" --version) (binary built $(date -u -r "$RELEASE/socketshark" '+%Y-%m-%d %H:%M UTC'))"
 
 # --- reference venv ---------------------------------------------------------------------------
@@ -213,9 +230,15 @@ start_server() { # kind scenario
   local kind=$1 scenario=$2
   WS_PORT=$(free_port)
   SERVICE_PORT=$(free_port)
-  write_config "$kind"
+  if [ "$kind" != bare ]; then write_config "$kind"; fi
   local logf="$WORK/$kind-$scenario.server.log"
-  if [ "$kind" = ref ]; then
+  if [ "$kind" = bare ]; then
+    # No configuration: a port, Redis, no channel prefix (as the others).
+    echo "socketshark-bare --host 127.0.0.1 --port $WS_PORT --redis-url $REDIS_URL" \
+      >"$WORK/bare.cmdline"
+    taskset -c 0 "$BARE_BIN" --host 127.0.0.1 --port "$WS_PORT" --redis-url "$REDIS_URL" \
+      >"$logf" 2>&1 &
+  elif [ "$kind" = ref ]; then
     PYTHONPATH="$WORK/refconf" taskset -c 0 "$REF_VENV/bin/socketshark" -c bench_ref_settings \
       >"$logf" 2>&1 &
   else
@@ -267,6 +290,9 @@ scenario() { # kind name args...
   local kind=$1 name=$2
   shift 2
   case ",$SCENARIOS," in *",$name,"*) ;; *) return 0 ;; esac
+  if [ "$kind" = bare ]; then
+    case ",$BARE_SCENARIOS," in *",$name,"*) ;; *) return 0 ;; esac
+  fi
   if start_server "$kind" "$name"; then
     local url="ws://127.0.0.1:$WS_PORT/"
     # Substitute the per-start placeholders.
@@ -308,7 +334,9 @@ run_all() { # kind
     --messages "$WB_MESSAGES" --rate "$WB_RATE"
 }
 
-for kind in ref ours; do
+KINDS="ref ours"
+if [ "$WITH_BARE" = 1 ]; then KINDS="ref ours bare"; fi
+for kind in $KINDS; do
   if [ -n "$ONLY" ] && [ "$ONLY" != "$kind" ]; then continue; fi
   log "=== $kind ==="
   run_all "$kind"

@@ -14,6 +14,7 @@
 #                           starts BIN -c CONFIG (pinned to CPU unless ""), its log in
 #                           $WORK/server.log; sets SERVER_PID, and PORT from the ready line
 #                           (the config has ws.port = 0); exits 1 with the log if it never gets ready
+#   start_bare BIN CPU      the same for socketshark-bare (bench/src/bin/bare.rs) on REDIS_PORT
 
 bench_init() {
   WORK=$(mktemp -d "/tmp/socketshark-$1.XXXXXX")
@@ -77,6 +78,22 @@ start_server() {
   $(pin "$cpu") "$bin" -c "$config" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
+  wait_ready
+}
+
+# socketshark-bare (the bench's bare tokio forwarder) on a free port, talking to REDIS_PORT.
+start_bare() {
+  local bin=$1 cpu=$2
+  : >"$WORK/server.log"
+  $(pin "$cpu") "$bin" --host 127.0.0.1 --port 0 --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
+    >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  wait_ready
+}
+
+# Waits for the ready line (with its "port") in $WORK/server.log; sets PORT.
+wait_ready() {
   PORT=""
   for _ in $(seq 200); do
     PORT=$(grep -a 'ready' "$WORK/server.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)

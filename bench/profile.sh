@@ -5,6 +5,7 @@
 #   NO_BUILD=1 bash bench/profile.sh          # use the binaries already in target/release
 #   WRITE_COALESCE=0 bash bench/profile.sh    # ws.write_coalesce (default 0.005 s)
 #   SYSCALLS=1 bash bench/profile.sh          # count the server's socket syscalls per second instead
+#   BARE=1 bash bench/profile.sh              # profile socketshark-bare (the bare tokio forwarder)
 # Same placement as compare.sh: server on CPU 0, load tool and redis-server on CPU 1. Prints the
 # load tool's JSON line, the share of the server's samples per DSO (kernel vs our binary vs libc)
 # and the top symbols (self time), and leaves perf.data in the work directory it names.
@@ -22,8 +23,9 @@ if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release -p socketshark
   cargo build --release -p socketshark-bench
 fi
-SERVER=$PWD/target/release/socketshark
-BENCH=$PWD/target/release/socketshark-bench
+RELEASE=${CARGO_TARGET_DIR:-$PWD/target}/release
+SERVER=$RELEASE/socketshark
+BENCH=$RELEASE/socketshark-bench
 
 . bench/lib.sh
 KEEP_WORK=1 # perf.data stays
@@ -40,7 +42,11 @@ max_connections = 0
 [services.bench]
 require_authentication = false
 EOF
-start_server "$SERVER" "$WORK/server.toml" 0
+if [ -n "${BARE:-}" ]; then
+  start_bare "$RELEASE/socketshark-bare" 0
+else
+  start_server "$SERVER" "$WORK/server.toml" 0
+fi
 
 # Publishing starts once every client is subscribed (under a second for 10 000 on ours): the
 # recording starts 3 s after Redis holds every topic and lasts half the publishing window.
@@ -70,8 +76,9 @@ perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2
 wait "$BENCH_PID" || true
 cat "$WORK/bench.json"
 echo "--- server samples by DSO"
-perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed -n '1,8p'
 echo "--- top symbols (self)"
+# sed, not head: head would end the pipe early and, under pipefail, the script.
 perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
-  | grep -v '^#' | grep -v '^$' | head -30
+  | grep -v '^#' | grep -v '^$' | sed -n '1,30p'
 echo "(perf data: $WORK/perf.data)"

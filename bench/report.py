@@ -136,18 +136,26 @@ DEFLATE_ROWS = [
 DEFLATE_SCENARIOS = [("fanout1_deflate", F1D), ("idle_deflate", IDLED), ("wirebytes", WB), ("wirebytes_deflate", WBD)]
 
 
+KINDS = ("ref", "ours", "bare")
+
+
 def ran(scenarios):
-    """The scenarios of the list with a result from either server."""
-    return [(f, label) for f, label in scenarios if load("ref", f) or load("ours", f)]
+    """The scenarios of the list with a result from any server."""
+    return [(f, label) for f, label in scenarios if any(load(k, f) for k in KINDS)]
 
 
-def rows(spec):
+def bare_ran(scenarios):
+    """Whether the bare forwarder (compare.sh --with-bare) has a result in these scenarios."""
+    return any(load("bare", f) for f, _ in scenarios)
+
+
+def rows(spec, with_bare=False):
     lines = []
     for label, f, metric, path, tr in spec:
-        if not (load("ref", f) or load("ours", f)):
+        if not any(load(k, f) for k in KINDS):
             continue
         vals = []
-        for kind in ("ref", "ours"):
+        for kind in KINDS:
             d = load(kind, f)
             if path is None:
                 v = tr(d) if d is not None else None
@@ -156,8 +164,12 @@ def rows(spec):
                 if v is not None and tr:
                     v = tr(v)
             vals.append(v)
-        r = "" if path is None or path in NO_RATIO else ratio(*vals)
-        lines.append(f"| {label} | {metric} | {fmt(vals[0])} | {fmt(vals[1])} | {r} |")
+        no_ratio = path is None or path in NO_RATIO
+        cells = [fmt(vals[0]), fmt(vals[1]), "" if no_ratio else ratio(vals[0], vals[1])]
+        if with_bare:
+            has = load("bare", f) is not None
+            cells += [fmt(vals[2]) if has else "", "" if no_ratio or not has else ratio(vals[2], vals[1])]
+        lines.append(f"| {label} | {metric} | {' | '.join(cells)} |")
     return lines
 
 
@@ -170,25 +182,35 @@ def table(spec=None, scenarios=None):
     scenarios = ran(SCENARIOS if scenarios is None else scenarios)
     if not scenarios:
         return "(none of these scenarios ran in this run)"
+    with_bare = bare_ran(scenarios)
+    kinds = KINDS if with_bare else KINDS[:2]
     lines = [
-        "| scenario | metric | reference (Python) | ours (Rust) | ratio ours/ref |",
-        "|---|---|---|---|---|",
+        "| scenario | metric | reference (Python) | ours (Rust) | ratio ours/ref |"
+        + (" bare (tokio forwarder) | ratio ours/bare |" if with_bare else ""),
+        "|---|---|---|---|---|" + ("---|---|" if with_bare else ""),
     ]
-    lines += rows(spec)
+    lines += rows(spec, with_bare)
+
+    def cells(vals):
+        out = [fmt(vals[0]), fmt(vals[1]), ""]
+        if with_bare:
+            out += [fmt(vals[2]), ""]
+        return " | ".join(out)
+
     for f, label in scenarios:
         noise = []
-        for kind in ("ref", "ours"):
+        for kind in kinds:
             d = load(kind, f)
             samples = [get(st, "machine_before", "busiest_cpu") for st in (get(d, "steps") or [])]
             samples.append(get(d, "machine_before", "busiest_cpu"))
             samples = [x for x in samples if isinstance(x, (int, float))]
             noise.append(max(samples) if samples else None)
-        if noise == [None, None]:
+        if all(n is None for n in noise):
             continue  # no quiet-machine gate in this scenario (wirebytes measures bytes)
-        lines.append(f"| {label} | noise: busiest CPU just before measuring (worst step; 0 = quiet) | {fmt(noise[0])} | {fmt(noise[1])} | |")
+        lines.append(f"| {label} | noise: busiest CPU just before measuring (worst step; 0 = quiet) | {cells(noise)} |")
     for f, label in scenarios:
-        errs = [get(load(kind, f), "errors", "total") for kind in ("ref", "ours")]
-        lines.append(f"| {label} | errors (disconnects, error replies, timeouts, ...) | {fmt(errs[0])} | {fmt(errs[1])} | |")
+        errs = [get(load(kind, f), "errors", "total") for kind in kinds]
+        lines.append(f"| {label} | errors (disconnects, error replies, timeouts, ...) | {cells(errs)} |")
     return "\n".join(lines)
 
 
@@ -239,7 +261,7 @@ def main():
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick (smaller sizes)" if E.get("QUICK") == "1" else "full"
     cmds = {}
-    for kind in ("ref", "ours"):
+    for kind in KINDS:
         try:
             with open(os.path.join(WORK, f"{kind}.commands")) as f:
                 cmds[kind] = f.read().strip()
@@ -247,11 +269,31 @@ def main():
             cmds[kind] = "(not run)"
     raw = []
     for f, _ in SCENARIOS + DEFLATE_SCENARIOS:
-        for kind in ("ref", "ours"):
+        for kind in KINDS:
             d = load(kind, f)
             if d is not None:
                 raw.append(f"{kind} {f}: {json.dumps(d)}")
     note = E.get("NOTE", "")
+    bare_note = ""
+    bare_cmds = ""
+    if bare_ran(SCENARIOS):
+        bare_note = """
+"bare (tokio forwarder)" is `socketshark-bare` (bench/src/bin/bare.rs, `compare.sh --with-bare`):
+the physical-limit line of the fan-out (issue 12), a tokio-tungstenite server that only answers
+`subscribe` (one Redis SUBSCRIBE per new channel on one shared PUBSUB connection) and forwards
+every published message as `{"event":"message","subscription":S,"data":D}` (one JSON parse and
+one serialisation per message, one write per delivered message), with no protocol beyond that:
+no authentication, callbacks, filters, limits, pings or unsubscribe. Pinned to CPU 0 like the
+others. It runs the fan-out, connect and idle scenarios only. ratio ours/bare < 1 means ours
+delivers less (or, for RSS and latency, uses less) than the bare forwarder.
+"""
+        bare_cmds = f"""
+Bare forwarder (`{read(os.path.join(WORK, "bare.cmdline"))}`):
+
+```
+{cmds['bare']}
+```
+"""
     doc = f"""# Benchmark results: SocketShark 0.5.0 (Python) vs socketshark (Rust)
 
 - Date: {now}; mode: {mode}
@@ -267,7 +309,7 @@ def main():
   the load tool's own HTTP service).
 
 {note}
-
+{bare_note}
 {tbl}
 
 ratio = ours / reference. ↑ higher is better, ↓ lower is better. "max sustainable publish rate" is
@@ -291,7 +333,7 @@ Ours:
 ```
 {cmds['ours']}
 ```
-
+{bare_cmds}
 ## Configurations
 
 The last configuration each server ran with (ports change with every start):

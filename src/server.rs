@@ -827,6 +827,9 @@ async fn serve<R, W>(
     // Whether the frame at the head of the queue was already counted as delayed.
     let mut waited = false;
     let mut reading = true;
+    // The one timer of the connection (rate wait and pings), armed below.
+    let timer = tokio::time::sleep_until(Instant::now() + KEEPALIVE);
+    tokio::pin!(timer);
     // Frames completed by the latest read (first: by the bytes that came with the handshake).
     let mut frames = Vec::new();
     let first = decoder.feed(&leftover, &mut frames);
@@ -880,6 +883,13 @@ async fn serve<R, W>(
             pingers.iter().flatten().map(Pinger::deadline).min()
         };
         let deadline = rate_wait.into_iter().chain(ping_deadline).min();
+        // The timer is kept across iterations and moved only when the deadline changes: a
+        // new timer per wake-up costs a timer-wheel insert and removal per message.
+        if let Some(d) = deadline {
+            if timer.deadline() != d {
+                timer.as_mut().reset(d);
+            }
+        }
         tokio::select! {
             _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
                 current = None;
@@ -897,7 +907,7 @@ async fn serve<R, W>(
                     read_failed(&session, fail, &mut reading);
                 }
             }
-            _ = sleep_until_opt(deadline), if deadline.is_some() => {
+            _ = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
                 if rate_wait.is_some_and(|t| t <= now) {
                     rate_wait = None;

@@ -94,14 +94,21 @@ impl Batch {
             self.chunks.push(self.small.split().freeze());
         }
         while !self.chunks.is_empty() {
-            let n = {
-                let slices: Vec<IoSlice<'_>> = self
-                    .chunks
-                    .iter()
-                    .take(MAX_SLICES)
-                    .map(|c| IoSlice::new(c))
-                    .collect();
-                match Pin::new(&mut *w).poll_write_vectored(cx, &slices) {
+            let n = if self.chunks.len() == 1 {
+                // One buffer: a plain write (`send`), cheaper in the kernel than `writev`.
+                match Pin::new(&mut *w).poll_write(cx, &self.chunks[0]) {
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            } else {
+                // On the stack: no allocation per write.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.chunks.len().min(MAX_SLICES);
+                for (slot, c) in slices.iter_mut().zip(&self.chunks) {
+                    *slot = IoSlice::new(c);
+                }
+                match Pin::new(&mut *w).poll_write_vectored(cx, &slices[..count]) {
                     Poll::Ready(Ok(n)) => n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,

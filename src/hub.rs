@@ -58,8 +58,11 @@ pub trait Member: Send + Sync {
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 
+/// A channel's members, copy-on-write.
+type Members = Arc<[Arc<dyn Member>]>;
+
 struct Channel {
-    members: Arc<[Arc<dyn Member>]>,
+    members: Members,
     /// Resolves when the channel is subscribed on every broker; `None` once that is known
     /// (no shared future is kept per channel).
     ready: Option<Ready>,
@@ -192,8 +195,7 @@ impl Hub {
     }
 
     /// The channel's members and its compression stream (created on its first message).
-    #[allow(clippy::type_complexity)]
-    fn members(&self, name: &str) -> Option<(Arc<[Arc<dyn Member>]>, Option<Arc<Mutex<Stream>>>)> {
+    fn members(&self, name: &str) -> Option<(Members, Option<Arc<Mutex<Stream>>>)> {
         let mut channels = self.channels.lock().unwrap();
         let c = channels.get_mut(name)?;
         if self.codec.is_some() && c.stream.is_none() {
@@ -289,7 +291,7 @@ impl<'a> Fanout<'a> {
     }
 
     /// The live frame of `msg` for a subscription with these extra fields.
-    pub fn frame(&mut self, msg: &Published, extra: &ExtraFields) -> Utf8Bytes {
+    fn frame(&mut self, msg: &Published, extra: &ExtraFields) -> Utf8Bytes {
         let fragment = extra.fragment();
         if fragment == Some("") {
             if let Some(f) = &self.plain {

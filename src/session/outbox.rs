@@ -95,27 +95,27 @@ impl Outbox {
     /// Queues a reply (`urgent`) or a push; returns the bytes now queued.
     pub(super) fn push_text(&self, text: Utf8Bytes, urgent: bool) -> usize {
         let len = text.len();
-        let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
-        // A backlog big enough for a full write ends the writer's linger: coalescing saves
-        // small writes, it must not hold back a burst (nor push a reading client towards the
-        // slow-consumer limit).
         let out = if urgent {
             Out::Text(text)
         } else {
             Out::Push(text)
         };
-        self.push(out, urgent || total >= COALESCE_FLUSH_BYTES);
-        total
+        self.enqueue(out, len, urgent)
     }
 
     /// Queues a compressed push; returns the bytes now queued (counted compressed).
     pub(super) fn push_compressed(&self, text: Utf8Bytes, compressed: Bytes) -> usize {
         let len = compressed.len();
+        self.enqueue(Out::PushCompressed(text, compressed), len, false)
+    }
+
+    /// Queues a frame of `len` bytes against the budget; returns the bytes now queued.
+    fn enqueue(&self, out: Out, len: usize, urgent: bool) -> usize {
         let total = self.queued.fetch_add(len, Ordering::Relaxed) + len;
-        self.push(
-            Out::PushCompressed(text, compressed),
-            total >= COALESCE_FLUSH_BYTES,
-        );
+        // A backlog big enough for a full write ends the writer's linger: coalescing saves
+        // small writes, it must not hold back a burst (nor push a reading client towards the
+        // slow-consumer limit).
+        self.push(out, urgent || total >= COALESCE_FLUSH_BYTES);
         total
     }
 

@@ -102,3 +102,19 @@ impl App {
         self.sessions.lock().unwrap().values().cloned().collect()
     }
 }
+
+/// Counts a connection from accept to the end of its session (`limits.max_connections`).
+pub struct ConnectionSlot(Arc<App>);
+
+impl ConnectionSlot {
+    pub fn new(app: Arc<App>) -> ConnectionSlot {
+        app.connection_opened();
+        ConnectionSlot(app)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}

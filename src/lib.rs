@@ -28,6 +28,7 @@ pub mod app;
 pub mod broker;
 pub mod compat;
 pub mod config;
+pub mod connection;
 pub mod delivery;
 pub mod hub;
 pub mod logging;

@@ -1,22 +1,14 @@
-//! The process: startup (R-CFG-6), the WebSocket listener, each connection's IO loop, server
-//! pings (R-WS-7/8), TLS (R-WS-9) and shutdown (R-SHUT).
+//! The process: startup (R-CFG-6), the WebSocket listener, the handshakes (TLS, R-WS-9; the
+//! HTTP upgrade, R-WS-1/2, R-WS-6a) and shutdown (R-SHUT).
 //!
-//! Each connection is one task (`serve`): one `select!` loop reads frames (decoded by
-//! [`crate::wire::read`]) and queues client messages, runs the session's commands one at a time
-//! (R-ORD-1) while it keeps reading (so pongs and closes are seen during a slow callback), drives
-//! the ping timers, and writes (a `Writer` drains the session's outbox, every frame that is
-//! ready with one vectored write, [`crate::wire`]). Everything the server sends, including the
-//! answers to client pings and closes, goes through the outbox.
+//! Each accepted connection is one task, [`crate::connection::Task`]: the handshakes here
+//! (boxed, freed once done), then the connection itself, driven by [`crate::connection`].
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::ready;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::stream::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,23 +18,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
-use crate::app::App;
+use crate::app::{App, ConnectionSlot};
 use crate::broker::{self, Broker, Incoming};
-use crate::config::{BrokerKind, CompressionConfig, Config, EventRatePolicy};
+use crate::config::{BrokerKind, CompressionConfig, Config};
+use crate::connection::{Accepted, Task};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
-use crate::session::{ClientFrame, Out, Session};
 use crate::wire::deflate::{self, Agreed};
-use crate::wire::read::{Frame, FrameReader, ReadFail, read_frames};
-use crate::wire::{self, Batch};
 
 /// Largest accepted handshake request head.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
-/// How long the server waits for the client's close frame (R-WS-10).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The WebSocket library keepalive of the reference (R-WS-8).
-const KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Why the server shuts down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,50 +36,6 @@ enum Trigger {
     Signal,
     BrokerClosed,
     BrokerPingTimeout,
-}
-
-/// Counts a connection from accept to the end of its session (`limits.max_connections`).
-struct ConnectionSlot(Arc<App>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connection_closed();
-    }
-}
-
-/// Client events a session may start (`limits.max_events_per_second`, `max_event_burst`).
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: f64) -> TokenBucket {
-        TokenBucket {
-            rate,
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes a token, or says how long until one is there (nothing is taken then).
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        if self.rate <= 0.0 {
-            return Ok(());
-        }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
 }
 
 fn bind_host(host: &str) -> &str {
@@ -275,12 +217,15 @@ pub async fn run(cfg: Config) -> i32 {
                         tokio::spawn(refuse(stream, remote));
                         continue;
                     }
-                    app.connection_opened();
-                    let slot = ConnectionSlot(app.clone());
+                    let slot = ConnectionSlot::new(app.clone());
                     match &tls {
-                        None => tokio::spawn(accept_plain(app.clone(), stream, remote, slot)),
+                        None => {
+                            let handshake = accept_plain(app.clone(), stream, remote);
+                            tokio::spawn(Task::new(Box::pin(handshake), slot))
+                        }
                         Some(a) => {
-                            tokio::spawn(accept_tls(app.clone(), stream, remote, a.clone(), slot))
+                            let handshake = accept_tls(app.clone(), stream, remote, a.clone());
+                            tokio::spawn(Task::new(Box::pin(handshake), slot))
                         }
                     };
                 }
@@ -451,50 +396,47 @@ async fn refuse(mut stream: TcpStream, remote: SocketAddr) {
     .await;
 }
 
-/// One plain TCP connection: the WebSocket handshake, then the session. Spawned as its own
-/// task so that its future has the plain layout (TLS state is large; idle memory matters).
-async fn accept_plain(app: Arc<App>, stream: TcpStream, remote: SocketAddr, _slot: ConnectionSlot) {
+/// The handshake of a plain TCP connection (the connection's task then serves it:
+/// [`crate::connection::Task`]).
+async fn accept_plain(
+    app: Arc<App>,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> Option<Accepted<TcpStream>> {
     let _ = stream.set_nodelay(true);
-    handshake_and_serve(app, stream, remote).await;
+    accept_handshake(app, stream, remote).await
 }
 
-/// One TLS connection: the TLS handshake, the WebSocket handshake, then the session.
+/// The handshakes of a TLS connection: TLS, then the WebSocket handshake.
 async fn accept_tls(
     app: Arc<App>,
     stream: TcpStream,
     remote: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
-    _slot: ConnectionSlot,
-) {
+) -> Option<Accepted<tokio_rustls::server::TlsStream<TcpStream>>> {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
-    let tls_accept = Box::pin(acceptor.accept(stream));
-    match tokio::time::timeout(handshake_timeout, tls_accept).await {
-        Ok(Ok(s)) => Box::pin(handshake_and_serve(app, s, remote)).await,
-        Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
+    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => accept_handshake(app, s, remote).await,
+        Ok(Err(e)) => {
+            tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(remote = %remote, "TLS handshake timed out");
+            None
+        }
     }
-}
-
-async fn handshake_and_serve<S: SplitIo>(app: Arc<App>, stream: S, remote: SocketAddr) {
-    // Boxed: the handshake's state is freed once it is done instead of staying in the
-    // connection's future for its lifetime (it made that future 2,840 bytes instead of 1,280).
-    let Some((stream, leftover, deflate)) = Box::pin(accept_handshake(&app, stream, remote)).await
-    else {
-        return;
-    };
-    let (read, write) = stream.split_io();
-    serve(app, read, write, leftover, deflate, remote).await;
 }
 
 /// The WebSocket handshake within `limits.handshake_timeout`; the stream, the bytes the
 /// client sent after its request and the agreed compression, or `None` if the connection is not
 /// to be served.
-async fn accept_handshake<S: SplitIo>(
-    app: &App,
+async fn accept_handshake<S: Io>(
+    app: Arc<App>,
     mut stream: S,
     remote: SocketAddr,
-) -> Option<(S, Vec<u8>, Option<Agreed>)> {
+) -> Option<Accepted<S>> {
     let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
     let compression = &app.cfg.ws.compression;
     let handshake = handshake(&mut stream, compression);
@@ -513,32 +455,19 @@ async fn accept_handshake<S: SplitIo>(
         tracing::warn!(remote = %remote, "dropped connection");
         return None;
     }
-    Some((stream, leftover, deflate))
+    Some(Accepted {
+        app,
+        io: stream,
+        leftover,
+        deflate,
+        remote,
+    })
 }
 
-/// A connection split into the halves that the reader and the writer own. Plain TCP splits
-/// without a lock; TLS needs `tokio::io::split` (a lock around each read and write).
-trait SplitIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    type R: AsyncRead + Unpin + Send + 'static;
-    type W: AsyncWrite + Unpin + Send + 'static;
-    fn split_io(self) -> (Self::R, Self::W);
-}
+/// A connection's byte stream: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
-impl SplitIo for TcpStream {
-    type R = tokio::net::tcp::OwnedReadHalf;
-    type W = tokio::net::tcp::OwnedWriteHalf;
-    fn split_io(self) -> (Self::R, Self::W) {
-        self.into_split()
-    }
-}
-
-impl SplitIo for tokio_rustls::server::TlsStream<TcpStream> {
-    type R = tokio::io::ReadHalf<Self>;
-    type W = tokio::io::WriteHalf<Self>;
-    fn split_io(self) -> (Self::R, Self::W) {
-        tokio::io::split(self)
-    }
-}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Reads the HTTP upgrade request and answers it (R-WS-1/2, R-WS-6a). Returns the bytes read
 /// past the request head and the agreed compression.
@@ -690,629 +619,4 @@ async fn respond<S: AsyncWrite + Unpin>(
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
-}
-
-/// One ping schedule: the configured `ws.ping` (R-WS-7) or the library keepalive (R-WS-8).
-struct Pinger {
-    interval: Duration,
-    timeout: Duration,
-    next_ping: Instant,
-    /// The payload of the ping awaiting its pong, and when it was sent.
-    outstanding: Option<([u8; 4], Instant)>,
-    close: (u16, &'static str),
-    log: &'static str,
-}
-
-enum PingAction {
-    Nothing,
-    Send(Bytes),
-    TimedOut,
-}
-
-impl Pinger {
-    fn new(
-        interval: Duration,
-        timeout: Duration,
-        close: (u16, &'static str),
-        log: &'static str,
-    ) -> Option<Pinger> {
-        if interval.is_zero() {
-            return None;
-        }
-        Some(Pinger {
-            interval,
-            timeout,
-            next_ping: Instant::now() + interval,
-            outstanding: None,
-            close,
-            log,
-        })
-    }
-
-    fn deadline(&self) -> Instant {
-        match &self.outstanding {
-            Some((_, sent)) => *sent + self.timeout,
-            None => self.next_ping,
-        }
-    }
-
-    fn on_timer(&mut self, now: Instant) -> PingAction {
-        match &self.outstanding {
-            Some((_, sent)) if now >= *sent + self.timeout => PingAction::TimedOut,
-            Some(_) => PingAction::Nothing,
-            None if now >= self.next_ping => {
-                let payload = rand::random::<[u8; 4]>();
-                self.outstanding = Some((payload, now));
-                PingAction::Send(Bytes::copy_from_slice(&payload))
-            }
-            None => PingAction::Nothing,
-        }
-    }
-
-    fn on_pong(&mut self, payload: &[u8], now: Instant) {
-        if let Some((expected, sent)) = &self.outstanding {
-            if &expected[..] == payload {
-                let rtt = now.saturating_duration_since(*sent);
-                tracing::trace!(latency = rtt.as_secs_f64(), "pong");
-                self.next_ping = now + self.interval.saturating_sub(rtt);
-                self.outstanding = None;
-            }
-        }
-    }
-}
-
-type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs one WebSocket connection until it ends, then ends its session (R-END).
-/// `leftover`: bytes the client sent right after its handshake request.
-async fn serve<R, W>(
-    app: Arc<App>,
-    mut stream: R,
-    sink: W,
-    leftover: Vec<u8>,
-    deflate: Option<Agreed>,
-    remote: SocketAddr,
-) where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let id = app.next_session_id();
-    let session = Session::new(app.clone(), id, remote.to_string());
-    if let Some(agreed) = deflate {
-        session.set_deflate(agreed.mode(&app.cfg.ws.compression));
-    }
-    app.register(session.clone());
-    if app.is_shutting_down() {
-        // Shutdown began after the check in `handshake_and_serve` and may already have closed
-        // the sessions it saw: this one would never be closed, and shutdown would wait for it
-        // forever (R-SHUT-3).
-        app.unregister(id);
-        tracing::warn!(remote = %remote, "dropped connection");
-        return;
-    }
-    app.metrics.connection_opened();
-    let started = Instant::now();
-    tracing::debug!(session = id, remote = %remote, "new session");
-    tracing::info!(session = id, remote = %remote, "connection open");
-    let mut writer = Writer::new(sink, session.write_coalesce());
-
-    let ping_cfg = &app.cfg.ws.ping;
-    // Inline rather than in a `Vec`: no allocation per connection (538 bytes, massif).
-    let mut pingers: [Option<Pinger>; 2] = [
-        Pinger::new(
-            ping_cfg.interval.duration(),
-            ping_cfg.timeout.duration(),
-            (1000, ""),
-            "ping timeout",
-        ),
-        Pinger::new(
-            KEEPALIVE,
-            KEEPALIVE,
-            (1011, "keepalive ping timeout"),
-            "keepalive ping timeout",
-        ),
-    ];
-
-    let limits = &app.cfg.limits;
-    let mut decoder = FrameReader::new(limits.max_message_size);
-    decoder.set_inflate(deflate.is_some());
-    let mut bucket = TokenBucket::new(limits.max_events_per_second, limits.max_event_burst);
-    let delay_over_rate = limits.event_rate_policy == EventRatePolicy::Delay;
-    let max_pending = limits.max_pending_events;
-    let mut queue: VecDeque<ClientFrame> = VecDeque::new();
-    let mut current: Option<CommandFuture> = None;
-    // Set while the session waits for its event budget (`event_rate_policy = "delay"`): the
-    // next event is not started and the socket is not read until then.
-    let mut rate_wait: Option<Instant> = None;
-    // Whether the frame at the head of the queue was already counted as delayed.
-    let mut waited = false;
-    let mut reading = true;
-    // The one timer of the connection (rate wait and pings), armed below.
-    let timer = tokio::time::sleep_until(Instant::now() + KEEPALIVE);
-    tokio::pin!(timer);
-    // Frames completed by the latest read (first: by the bytes that came with the handshake).
-    let mut frames = Vec::new();
-    let first = decoder.feed(&leftover, &mut frames);
-    drop(leftover);
-    let done = std::mem::take(&mut frames);
-    on_frames(&session, done, &mut queue, &mut pingers, &mut reading);
-    if let Err(e) = first {
-        read_failed(&session, ReadFail::Protocol(e), &mut reading);
-    }
-    loop {
-        if current.is_none() && rate_wait.is_none() && !session.is_closing() {
-            if let Some(frame) = queue.pop_front() {
-                if queue.is_empty() {
-                    // An idle connection holds no queue (152 bytes, massif).
-                    queue = VecDeque::new();
-                }
-                let now = Instant::now();
-                match bucket.take(now) {
-                    Ok(()) => {
-                        waited = false;
-                        current = Some(Box::pin(session.clone().process(frame, false)));
-                    }
-                    Err(wait) if delay_over_rate => {
-                        if !waited {
-                            app.metrics.rate_delayed();
-                            waited = true;
-                        }
-                        queue.push_front(frame);
-                        rate_wait = Some(now + wait);
-                    }
-                    Err(_) => current = Some(Box::pin(session.clone().process(frame, true))),
-                }
-            }
-        }
-        if current.is_none() {
-            if session.is_closing() {
-                for frame in queue.drain(..) {
-                    ignored(&session, &frame);
-                }
-                break;
-            }
-            if !reading && queue.is_empty() {
-                break;
-            }
-        }
-        // One timer for the rate wait and the pings (a timer is ~100 bytes of every
-        // connection's future).
-        let ping_deadline = if session.is_closing() {
-            None
-        } else {
-            pingers.iter().flatten().map(Pinger::deadline).min()
-        };
-        let deadline = rate_wait.into_iter().chain(ping_deadline).min();
-        // The timer is kept across iterations and moved only when the deadline changes: a
-        // new timer per wake-up costs a timer-wheel insert and removal per message.
-        if let Some(d) = deadline {
-            if timer.deadline() != d {
-                timer.as_mut().reset(d);
-            }
-        }
-        tokio::select! {
-            _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
-                current = None;
-            }
-            _ = writer.step(&session), if !writer.done => {}
-            // At most `max_pending` events wait behind the running one; beyond that the socket
-            // is not read (TCP back-pressure on a client that floods). One read may complete
-            // several frames, so the queue can pass that bound by one read's worth (64 KiB).
-            r = read_frames(&mut stream, &mut decoder, &mut frames),
-                if reading && rate_wait.is_none() && queue.len() < max_pending =>
-            {
-                let done = std::mem::take(&mut frames);
-                on_frames(&session, done, &mut queue, &mut pingers, &mut reading);
-                if let Err(fail) = r {
-                    read_failed(&session, fail, &mut reading);
-                }
-            }
-            _ = &mut timer, if deadline.is_some() => {
-                let now = Instant::now();
-                if rate_wait.is_some_and(|t| t <= now) {
-                    rate_wait = None;
-                }
-                let pings_due = ping_deadline.is_some_and(|t| t <= now);
-                for p in pingers.iter_mut().flatten().filter(|_| pings_due) {
-                    match p.on_timer(now) {
-                        PingAction::Nothing => {}
-                        PingAction::Send(payload) => {
-                            tracing::trace!(session = id, "ping");
-                            session.send_ping(payload);
-                        }
-                        PingAction::TimedOut => {
-                            tracing::warn!(session = id, "{}", p.log);
-                            session.close(p.close.0, p.close.1);
-                            break;
-                        }
-                    }
-                }
-            }
-            _ = session.close_requested() => {}
-        }
-    }
-
-    // Boxed: the end's futures would otherwise be part of every connection's (long-lived)
-    // future.
-    let end = Ended {
-        app,
-        session,
-        remote,
-        started,
-        reading,
-    };
-    Box::pin(end.finish(stream, decoder, writer)).await;
-}
-
-/// What the end of a connection needs of it.
-struct Ended {
-    app: Arc<App>,
-    session: Arc<Session>,
-    remote: SocketAddr,
-    started: Instant,
-    /// The client has not closed its side.
-    reading: bool,
-}
-
-impl Ended {
-    /// Ends the session (R-END-2: once no command is in progress), then the closing handshake,
-    /// while the writer goes on writing.
-    async fn finish<R, W>(self, mut stream: R, mut decoder: FrameReader, mut writer: Writer<W>)
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let Ended {
-            app,
-            session,
-            remote,
-            started,
-            reading,
-        } = self;
-        let id = session.id;
-        let server_closed = session.is_closing();
-        while_writing(&mut writer, &session, Box::pin(session.end()), None).await;
-        if server_closed {
-            // Let the close frame reach the client before the session counts as ended
-            // (shutdown waits for sessions, then the process exits).
-            let flushed = session.close_flushed();
-            while_writing(&mut writer, &session, flushed, Some(Duration::from_secs(2))).await;
-        }
-        app.metrics.connection_closed();
-        app.unregister(id);
-        tracing::info!(
-            session = id,
-            remote = %remote,
-            duration = started.elapsed().as_secs_f64(),
-            "connection closed"
-        );
-
-        // Wait (bounded) for the client's close frame after a server-initiated close, then let
-        // the writer flush what it has and close.
-        if server_closed && reading {
-            let client_close = async {
-                let mut frames = Vec::new();
-                loop {
-                    let r = read_frames(&mut stream, &mut decoder, &mut frames).await;
-                    for frame in frames.drain(..) {
-                        match frame {
-                            Frame::Text(t) => ignored(&session, &ClientFrame::Text(t)),
-                            Frame::Binary(b) => ignored(&session, &ClientFrame::Binary(b)),
-                            Frame::Close(_) => return,
-                            Frame::Ping(_) | Frame::Pong(_) => {}
-                        }
-                    }
-                    if r.is_err() {
-                        return;
-                    }
-                }
-            };
-            while_writing(&mut writer, &session, client_close, Some(CLOSE_TIMEOUT)).await;
-        }
-        session.outbox_finish();
-        let finished = async {
-            while !writer.done {
-                writer.step(&session).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), finished).await;
-        // What the writer could not write (it was stuck on a client that does not read).
-        session.dropped_pushes(session.outbox().discard());
-    }
-}
-
-fn ignored(session: &Session, frame: &ClientFrame) {
-    let data = match frame {
-        ClientFrame::Text(t) => t.as_str().to_owned(),
-        ClientFrame::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-    };
-    tracing::warn!(
-        session = session.id,
-        data = data.as_str(),
-        "inactive client event ignored"
-    );
-}
-
-/// Hands the frames of one read to the session: messages to the command queue (or ignored when
-/// the session is closing, R-WS-12), pings answered, pongs to the ping timers, the client's
-/// close answered (the closing handshake, echoing its code) and reading stopped.
-fn on_frames(
-    session: &Session,
-    frames: Vec<Frame>,
-    queue: &mut VecDeque<ClientFrame>,
-    pingers: &mut [Option<Pinger>],
-    reading: &mut bool,
-) {
-    for frame in frames {
-        let message = match frame {
-            Frame::Text(t) => ClientFrame::Text(t),
-            Frame::Binary(b) => ClientFrame::Binary(b),
-            Frame::Pong(p) => {
-                let now = Instant::now();
-                for pinger in pingers.iter_mut().flatten() {
-                    pinger.on_pong(&p, now);
-                }
-                continue;
-            }
-            Frame::Ping(p) => {
-                session.send_pong(p);
-                continue;
-            }
-            Frame::Close(close) => {
-                let (code, reason) = match close {
-                    None => (None, String::new()),
-                    Some((code, reason)) => (Some(code), reason),
-                };
-                session.reply_close(code, reason);
-                *reading = false;
-                continue;
-            }
-        };
-        if session.is_closing() {
-            ignored(session, &message);
-        } else {
-            queue.push_back(message);
-        }
-    }
-}
-
-/// The end of reading: the client went away, or broke the protocol (closed with 1002, 1007 or
-/// 1009: R-WS-4, R-WS-5).
-fn read_failed(session: &Session, fail: ReadFail, reading: &mut bool) {
-    *reading = false;
-    match fail {
-        ReadFail::Protocol(e) => {
-            tracing::info!(session = session.id, error = %e, "closing connection");
-            session.close(e.close_code(), "");
-        }
-        ReadFail::Gone(e) => {
-            let error = e
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "end of stream".into());
-            tracing::debug!(session = session.id, error, "connection lost");
-        }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The connection's writer: drains the session's outbox into the socket, one vectored write per
-/// batch of ready frames; while pushes keep coming, at most one batch per `ws.write_coalesce`
-/// (fewer, larger writes: the kernel's cost is per write, not per byte). It runs inside the
-/// connection's task: [`Writer::step`] is one branch of the connection's `select!`, and keeps
-/// all its progress in `self`, so it can be dropped between polls and resumed.
-struct Writer<W> {
-    sink: W,
-    coalesce: Duration,
-    coalesce_until: Option<Instant>,
-    /// The frames of the batch being written (empty between batches: nothing is kept).
-    frames: Batch,
-    /// A batch was taken from the outbox and is not finished yet.
-    busy: bool,
-    /// Pushes in the batch, and pushes that will never be written.
-    pushed: u64,
-    /// Pushes taken compressed (a counter's pending increment).
-    compressed: u64,
-    unsent: u64,
-    /// The batch holds the server's close frame / the `Finish` marker.
-    close_sent: bool,
-    finish: bool,
-    /// A close frame was queued: later frames are not sent.
-    closed: bool,
-    /// A write failed: nothing more is written.
-    broken: bool,
-    /// The socket was shut down (after `Finish`).
-    done: bool,
-}
-
-impl<W: AsyncWrite + Unpin> Writer<W> {
-    fn new(sink: W, coalesce: Duration) -> Writer<W> {
-        Writer {
-            sink,
-            coalesce,
-            coalesce_until: None,
-            frames: Batch::default(),
-            busy: false,
-            pushed: 0,
-            compressed: 0,
-            unsent: 0,
-            close_sent: false,
-            finish: false,
-            closed: false,
-            broken: false,
-            done: false,
-        }
-    }
-
-    /// Waits for frames in the outbox and writes them (one batch). Cancel-safe.
-    async fn step(&mut self, session: &Session) {
-        if !self.busy {
-            let batch = session.outbox().next_batch(self.coalesce_until).await;
-            self.take(session, batch);
-        }
-        if self.broken {
-            self.frames = Batch::default();
-        } else if !self.frames.is_empty() {
-            let written = poll_fn(|cx| {
-                ready!(self.frames.poll_write_all(cx, &mut self.sink))?;
-                Pin::new(&mut self.sink).poll_flush(cx)
-            })
-            .await;
-            if written.is_err() {
-                self.broken = true;
-                self.frames = Batch::default();
-                (self.pushed, self.unsent) = (0, self.unsent + self.pushed);
-            }
-        }
-        if self.finish {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.shutdown()).await;
-        }
-        self.batch_done(session);
-    }
-
-    /// Encodes a batch taken from the outbox.
-    fn take(&mut self, session: &Session, batch: VecDeque<Out>) {
-        let outbox = session.outbox();
-        if !self.coalesce.is_zero() {
-            self.coalesce_until = Some(Instant::now() + self.coalesce);
-        }
-        outbox.set_writer_busy(true);
-        self.busy = true;
-        for out in batch {
-            let (text, is_push, compressed) = match out {
-                Out::Text(text) => (text, false, None),
-                Out::Push(text) => (text, true, None),
-                Out::PushCompressed(text, compressed) => (text, true, Some(compressed)),
-                Out::Ping(p) => {
-                    if !self.closed {
-                        self.frames.frame(wire::OP_PING, p);
-                    }
-                    continue;
-                }
-                Out::Pong(p) => {
-                    if !self.closed {
-                        self.frames.frame(wire::OP_PONG, p);
-                    }
-                    continue;
-                }
-                Out::Close(code, reason) => {
-                    if !self.closed {
-                        self.frames.close(Some(code), reason);
-                    }
-                    self.closed = true;
-                    self.close_sent = true;
-                    continue;
-                }
-                Out::CloseReply(code, reason) => {
-                    if !self.closed {
-                        self.frames.close(code, &reason);
-                    }
-                    self.closed = true;
-                    continue;
-                }
-                Out::Finish => {
-                    self.finish = true;
-                    break;
-                }
-            };
-            outbox.written(compressed.as_ref().map_or(text.len(), Bytes::len));
-            if self.closed || self.broken {
-                tracing::warn!(session = session.id, "attempted to send to closed socket");
-                self.unsent += u64::from(is_push);
-                continue;
-            }
-            if tracing::enabled!(tracing::Level::DEBUG) {
-                tracing::debug!(session = session.id, data = text.as_str(), "client send");
-            }
-            self.pushed += u64::from(is_push);
-            match compressed {
-                Some(c) => {
-                    self.compressed += 1;
-                    self.frames.frame(wire::OP_TEXT | wire::RSV1, c)
-                }
-                None => self.frames.frame(wire::OP_TEXT, text.into()),
-            }
-        }
-    }
-
-    /// The batch is written (or could not be).
-    fn batch_done(&mut self, session: &Session) {
-        if self.close_sent {
-            session.set_close_flushed();
-            self.close_sent = false;
-        }
-        session.outbox().set_writer_busy(false);
-        session.delivered_pushes(std::mem::take(&mut self.pushed));
-        let compressed = std::mem::take(&mut self.compressed);
-        if compressed > 0 {
-            session.compressed_pushes(compressed);
-        }
-        session.dropped_pushes(std::mem::take(&mut self.unsent));
-        self.busy = false;
-        self.done = self.finish;
-    }
-}
-
-/// Runs `fut` while the writer goes on writing, for at most `limit`; `None` if the time ran out.
-async fn while_writing<W, F>(
-    writer: &mut Writer<W>,
-    session: &Session,
-    fut: F,
-    limit: Option<Duration>,
-) -> Option<F::Output>
-where
-    W: AsyncWrite + Unpin,
-    F: Future,
-{
-    let deadline = limit.map(|l| Instant::now() + l);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        tokio::select! {
-            out = &mut fut => return Some(out),
-            _ = writer.step(session), if !writer.done => {}
-            _ = sleep_until_opt(deadline), if deadline.is_some() => return None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_burst_then_rate_then_wait() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(10.0, 3.0);
-        b.last = t0;
-        for _ in 0..3 {
-            assert_eq!(b.take(t0), Ok(()));
-        }
-        // Empty: one token comes after 1/10 s.
-        let wait = b.take(t0).unwrap_err();
-        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
-        // Nothing was taken by the refusal: after the wait there is exactly one.
-        let later = t0 + wait;
-        assert_eq!(b.take(later), Ok(()));
-        assert!(b.take(later).is_err());
-        // Refills up to the burst, not beyond.
-        let much_later = later + Duration::from_secs(60);
-        for _ in 0..3 {
-            assert_eq!(b.take(much_later), Ok(()));
-        }
-        assert!(b.take(much_later).is_err());
-    }
-
-    #[test]
-    fn token_bucket_rate_zero_is_unlimited() {
-        let mut b = TokenBucket::new(0.0, 1.0);
-        let now = Instant::now();
-        for _ in 0..10_000 {
-            assert_eq!(b.take(now), Ok(()));
-        }
-    }
 }

@@ -45,7 +45,7 @@ mod published;
 mod subscribe;
 mod unsubscribe;
 
-pub use outbox::{Out, Outbox, clock_ms};
+pub use outbox::{Out, Outbox, Taken, clock_ms};
 
 /// A client frame waiting to be processed.
 #[derive(Debug)]
@@ -140,7 +140,6 @@ pub struct Session {
     closing: AtomicBool,
     /// Closed by the slow-consumer policy (the reason its undelivered pushes are counted under).
     slow_consumer: AtomicBool,
-    close_requested: Notify,
     /// Bounds the service callbacks in flight for this session (`limits.max_concurrent_callbacks`).
     callbacks: Semaphore,
     /// Notified once the writer has sent the close frame of a server-initiated close.
@@ -194,7 +193,6 @@ impl Session {
             state: Mutex::new(State::default()),
             closing: AtomicBool::new(false),
             slow_consumer: AtomicBool::new(false),
-            close_requested: Notify::new(),
             callbacks: Semaphore::new(max_callbacks),
             close_flushed: Notify::new(),
             removals_in_flight: AtomicUsize::new(0),
@@ -205,6 +203,10 @@ impl Session {
 
     pub fn outbox(&self) -> &Outbox {
         &self.out
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
     }
 
     /// The client negotiated permessage-deflate; published messages go to it as `mode` says.
@@ -226,8 +228,8 @@ impl Session {
     /// Starts a server-initiated close with this code (R-WS-10). Idempotent.
     pub fn close(&self, code: u16, reason: &'static str) {
         if !self.closing.swap(true, Ordering::AcqRel) {
+            // Queuing the close frame wakes the connection's task, which then sees `closing`.
             self.out.push_control(Out::Close(code, reason));
-            self.close_requested.notify_one();
         }
     }
 
@@ -239,11 +241,6 @@ impl Session {
     /// Resolves once the writer has sent the close frame.
     pub async fn close_flushed(&self) {
         self.close_flushed.notified().await
-    }
-
-    /// Resolves once [`Session::close`] was called.
-    pub async fn close_requested(&self) {
-        self.close_requested.notified().await
     }
 
     /// Counts `n` pushes written to the socket (`socketshark_messages_delivered_total`).

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -32,12 +32,23 @@ pub enum Out {
     Finish,
 }
 
+/// What the writer finds in the outbox ([`Outbox::try_take`]).
+pub enum Taken {
+    /// Nothing queued.
+    Empty,
+    /// Only pushes are queued and the writer lingers until then (`ws.write_coalesce`).
+    Linger(Instant),
+    /// Everything that was queued.
+    Batch(VecDeque<Out>),
+}
+
 /// The session's outgoing queue with its byte budget. A plain queue under a mutex: the writer
 /// takes everything queued at once (one flush per batch), and an idle session holds no buffer.
 pub struct Outbox {
     queue: Mutex<VecDeque<Out>>,
-    /// Notified when the queue goes from empty to non-empty.
-    ready: Notify,
+    /// The connection's task, woken when the queue goes from empty to non-empty and for urgent
+    /// frames (24 bytes, where a `Notify` is 32).
+    ready: AtomicWaker,
     /// A reply or control frame is queued: the writer does not linger (`ws.write_coalesce`).
     urgent: AtomicBool,
     queued: AtomicUsize,
@@ -66,7 +77,7 @@ impl Default for Outbox {
     fn default() -> Self {
         Outbox {
             queue: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             urgent: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             busy_since_ms: AtomicU64::new(0),
@@ -88,7 +99,7 @@ impl Outbox {
             was_empty || urgent
         };
         if wake {
-            self.ready.notify_one();
+            self.ready.wake();
         }
     }
 
@@ -132,32 +143,26 @@ impl Outbox {
         self.push(out, true);
     }
 
-    /// Everything queued, waiting until there is something (for the writer). With a
-    /// `coalesce_until` still ahead (the previous batch was taken less than `ws.write_coalesce`
-    /// ago), a queue of pushes only is left to fill until then; an urgent frame ends the wait.
-    pub async fn next_batch(&self, coalesce_until: Option<tokio::time::Instant>) -> VecDeque<Out> {
-        loop {
-            let nonempty = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if !q.is_empty() && self.urgent.swap(false, Ordering::Relaxed) {
-                    return std::mem::take(&mut *q);
-                }
-                !q.is_empty()
-            };
-            if nonempty {
-                if let Some(until) = coalesce_until.filter(|u| *u > Instant::now()) {
-                    // Boxed: a timer inline would grow every idle connection's future.
-                    tokio::select! {
-                        _ = Box::pin(tokio::time::sleep_until(until)) => {}
-                        _ = self.ready.notified() => {}
-                    }
-                }
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                self.urgent.store(false, Ordering::Relaxed);
-                return std::mem::take(&mut *q);
-            }
-            self.ready.notified().await;
+    /// The connection's task registers itself before it looks at the queue: a frame queued
+    /// after [`Outbox::try_take`] found nothing (or found pushes to linger on) wakes it.
+    pub fn register(&self, waker: &std::task::Waker) {
+        self.ready.register(waker);
+    }
+
+    /// Everything queued, for the writer. With a `coalesce_until` still ahead (the previous
+    /// batch was taken less than `ws.write_coalesce` ago), a queue of pushes only is left to
+    /// fill until then; an urgent frame (or a full backlog) ends the linger.
+    pub fn try_take(&self, coalesce_until: Option<Instant>) -> Taken {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() {
+            return Taken::Empty;
         }
+        if !self.urgent.swap(false, Ordering::Relaxed) {
+            if let Some(until) = coalesce_until.filter(|u| *u > Instant::now()) {
+                return Taken::Linger(until);
+            }
+        }
+        Taken::Batch(std::mem::take(&mut *q))
     }
 
     /// The writer starts writing a batch (`true`) or has written everything queued (`false`).

@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -100,36 +100,24 @@ struct InFrame {
     done: usize,
 }
 
-/// The decoder's state: see the module documentation.
+/// The decoder: see the module documentation. Between frames it is 24 bytes and owns nothing;
+/// the state of a frame or message split across reads is boxed until it completes.
 pub struct FrameReader {
     max_message: usize,
-    head: [u8; 14],
-    head_len: u8,
-    frame: Option<InFrame>,
-    /// The data message being received: its opcode (text or binary) and payload so far.
-    message: Option<(u8, Vec<u8>)>,
-    /// The payload of the control frame being received (at most 125 bytes).
-    control: Vec<u8>,
     /// A close frame was decoded: everything after it is ignored.
     closed: bool,
     /// permessage-deflate was negotiated (RSV1 marks a compressed message).
     inflate: bool,
-    /// The message being received is compressed.
-    compressed: bool,
+    partial: Option<Box<Decoding>>,
 }
 
 impl FrameReader {
     pub fn new(max_message: usize) -> FrameReader {
         FrameReader {
             max_message,
-            head: [0; 14],
-            head_len: 0,
-            frame: None,
-            message: None,
-            control: Vec::new(),
             closed: false,
             inflate: false,
-            compressed: false,
+            partial: None,
         }
     }
 
@@ -140,12 +128,64 @@ impl FrameReader {
 
     /// Whether the reader holds part of a frame or message (it owns no heap memory otherwise).
     pub fn is_mid_message(&self) -> bool {
-        self.head_len > 0 || self.frame.is_some() || self.message.is_some()
+        self.partial.is_some()
     }
 
     /// Decodes `data` entirely, appending what it completes to `out`. After an error the
     /// connection must be failed; after a close frame the rest is ignored.
-    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Frame>) -> Result<(), ReadError> {
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<Frame>) -> Result<(), ReadError> {
+        let mut d = match self.partial.take() {
+            Some(d) => *d,
+            None => Decoding::new(self.max_message, self.inflate),
+        };
+        d.closed = self.closed;
+        let r = d.feed(data, out);
+        self.closed = d.closed;
+        if d.is_mid_message() {
+            self.partial = Some(Box::new(d));
+        }
+        r
+    }
+}
+
+/// The decoder's working state (on the stack while it decodes; boxed in the [`FrameReader`]
+/// only while a frame or message is incomplete).
+struct Decoding {
+    max_message: usize,
+    head: [u8; 14],
+    head_len: u8,
+    frame: Option<InFrame>,
+    /// The data message being received: its opcode (text or binary) and payload so far.
+    message: Option<(u8, Vec<u8>)>,
+    /// The payload of the control frame being received (at most 125 bytes).
+    control: Vec<u8>,
+    closed: bool,
+    inflate: bool,
+    /// The message being received is compressed.
+    compressed: bool,
+}
+
+impl Decoding {
+    fn new(max_message: usize, inflate: bool) -> Decoding {
+        Decoding {
+            max_message,
+            head: [0; 14],
+            head_len: 0,
+            frame: None,
+            message: None,
+            control: Vec::new(),
+            closed: false,
+            inflate,
+            compressed: false,
+        }
+    }
+
+    /// Whether part of a frame or message is held.
+    fn is_mid_message(&self) -> bool {
+        self.head_len > 0 || self.frame.is_some() || self.message.is_some()
+    }
+
+    fn feed(&mut self, mut data: &[u8], out: &mut Vec<Frame>) -> Result<(), ReadError> {
         while !data.is_empty() && !self.closed {
             if self.frame.is_none() {
                 match self.header(&mut data)? {
@@ -377,23 +417,30 @@ pub async fn read_frames<R: AsyncRead + Unpin>(
     reader: &mut FrameReader,
     out: &mut Vec<Frame>,
 ) -> Result<(), ReadFail> {
-    poll_fn(|cx| {
-        SCRATCH_BUF.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut buf = ReadBuf::new(&mut scratch[..]);
-            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Err(e)) => Poll::Ready(Err(ReadFail::Gone(Some(e)))),
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                    Poll::Ready(Err(ReadFail::Gone(None)))
-                }
-                Poll::Ready(Ok(())) => {
-                    Poll::Ready(reader.feed(buf.filled(), out).map_err(ReadFail::Protocol))
-                }
+    poll_fn(|cx| poll_read_frames(cx, stream, reader, out)).await
+}
+
+/// [`read_frames`] as a poll: `Pending` (the task is woken when bytes come) or one read decoded.
+pub fn poll_read_frames<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    stream: &mut R,
+    reader: &mut FrameReader,
+    out: &mut Vec<Frame>,
+) -> Poll<Result<(), ReadFail>> {
+    SCRATCH_BUF.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut buf = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(ReadFail::Gone(Some(e)))),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                Poll::Ready(Err(ReadFail::Gone(None)))
             }
-        })
+            Poll::Ready(Ok(())) => {
+                Poll::Ready(reader.feed(buf.filled(), out).map_err(ReadFail::Protocol))
+            }
+        }
     })
-    .await
 }
 
 #[cfg(test)]
@@ -618,7 +665,15 @@ mod tests {
         let mut out = Vec::new();
         let bytes = frame(0x82, &vec![7u8; 1 << 20]);
         r.feed(&bytes[..14 + 10], &mut out).unwrap();
-        let cap = r.message.as_ref().unwrap().1.capacity();
+        let cap = r
+            .partial
+            .as_ref()
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .1
+            .capacity();
         assert!(cap <= GROW_AHEAD, "{cap} bytes reserved for 10 received");
         r.feed(&bytes[14 + 10..], &mut out).unwrap();
         assert_eq!(out, vec![Frame::Binary(Bytes::from(vec![7u8; 1 << 20]))]);
@@ -632,8 +687,7 @@ mod tests {
         bytes.extend(frame(0x89, b"ping"));
         r.feed(&bytes, &mut out).unwrap();
         assert!(!r.is_mid_message());
-        assert_eq!(r.control.capacity(), 0);
-        assert!(r.message.is_none());
+        assert!(r.partial.is_none());
         r.feed(&bytes[..3], &mut out).unwrap();
         assert!(r.is_mid_message());
     }

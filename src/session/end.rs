@@ -1,5 +1,7 @@
 //! The session end (R-END): every subscription removed, with its unsubscribe callbacks.
 
+use std::task::Poll;
+
 use super::*;
 
 impl Session {
@@ -22,16 +24,17 @@ impl Session {
             };
             self.unsubscribe_callbacks(&name, &removed).await;
         }
-        // Removals started by a failed renewal finish their callbacks first.
-        loop {
-            let done = self.removals_done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
+        // Removals started by a failed renewal finish their callbacks first (the last one
+        // wakes the connection's task, which runs this).
+        std::future::poll_fn(|cx| {
+            self.out.register(cx.waker());
             if self.removals_in_flight.load(Ordering::Acquire) == 0 {
-                break;
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            done.await;
-        }
+        })
+        .await;
     }
 
     /// `before_unsubscribe` then `on_unsubscribe` for a removal that is not a client command;

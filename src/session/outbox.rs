@@ -149,6 +149,11 @@ impl Outbox {
         self.ready.register(waker);
     }
 
+    /// Wakes the connection's task (something it waits for besides the queue happened).
+    pub(super) fn wake(&self) {
+        self.ready.wake();
+    }
+
     /// Everything queued, for the writer. With a `coalesce_until` still ahead (the previous
     /// batch was taken less than `ws.write_coalesce` ago), a queue of pushes only is left to
     /// fill until then; an urgent frame (or a full backlog) ends the linger.

@@ -37,12 +37,13 @@ impl Session {
             return filtered("fields");
         }
         if let Some((key, order)) = &msg.options.order {
-            if !sub.order.accept(key, *order) {
+            if !sub.keyed().order.accept(key, *order) {
                 return filtered("order");
             }
         }
         if let Some((key, period)) = &msg.options.throttle {
             match sub
+                .keyed()
                 .throttle
                 .arrive(key, *period, Instant::now(), msg.clone())
             {
@@ -61,7 +62,7 @@ impl Session {
                     );
                     let handle =
                         self.spawn_trailing_send(&msg.subscription, sub.instance, key, due);
-                    if let Some(old) = sub.timers.insert(key.clone(), handle) {
+                    if let Some(old) = sub.keyed().timers.insert(key.clone(), handle) {
                         old.abort();
                     }
                     return;
@@ -118,8 +119,9 @@ impl Session {
             );
             return;
         };
-        sub.timers.remove(key);
-        let Some(msg) = sub.throttle.fire(key, Instant::now()) else {
+        let keyed = sub.keyed();
+        keyed.timers.remove(key);
+        let Some(msg) = keyed.throttle.fire(key, Instant::now()) else {
             return;
         };
         tracing::trace!(
@@ -150,7 +152,7 @@ impl Member for Session {
             return;
         }
         let mut st = self.lock();
-        if let Some((name, buffer)) = &mut st.acquiring {
+        if let Some((name, buffer)) = st.acquiring.as_deref_mut() {
             if name == channel {
                 buffer.push(msg.clone());
                 return;

@@ -901,5 +901,9 @@ mod tests {
         eprintln!("Writer {}", std::mem::size_of::<Writer>());
         eprintln!("Pings {}", std::mem::size_of::<Pings>());
         eprintln!("Session {}", std::mem::size_of::<Session>());
+        eprintln!(
+            "Option<Peer> {}",
+            std::mem::size_of::<Option<crate::hub::Peer>>()
+        );
     }
 }

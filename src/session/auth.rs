@@ -59,7 +59,7 @@ impl Session {
             let info = Value::Object(fields.clone());
             tracing::debug!(session = self.id, auth_info = %info, "auth info");
         }
-        self.lock().auth = fields;
+        self.lock().auth = fields.into();
         self.reply(proto::reply("auth", None, None, None, None));
         Ok(true)
     }

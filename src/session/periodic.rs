@@ -68,7 +68,7 @@ impl Session {
             {
                 let mut st = self.lock();
                 match st.subs.get_mut(name) {
-                    Some(s) if s.instance == instance => s.authz = fields.clone(),
+                    Some(s) if s.instance == instance => s.authz = fields.clone().into(),
                     _ => return false,
                 }
             }
@@ -141,7 +141,7 @@ impl Session {
         &self,
         name: &str,
         instance: u64,
-    ) -> Option<(Arc<ExtraFields>, Map<String, Value>)> {
+    ) -> Option<(Arc<ExtraFields>, Fields)> {
         self.lock()
             .subs
             .get(name)

@@ -70,12 +70,7 @@ impl Session {
             }
         }
         let (frame, compressed) = match fanout {
-            Some(f) => f.frame_for(
-                msg,
-                &sub.extra,
-                deflate.as_deref_mut(),
-                std::time::Instant::now(),
-            ),
+            Some(f) => f.frame_for(msg, &sub.extra, deflate.as_mut(), std::time::Instant::now()),
             None => {
                 let sent_at = publish::now();
                 let meta = Meta {

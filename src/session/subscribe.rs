@@ -134,7 +134,7 @@ impl Session {
                 instance,
                 service: svc.clone(),
                 extra: extra.clone(),
-                authz: authz.clone(),
+                authz: authz.clone().into(),
                 keyed: None,
                 reauth: None,
                 heartbeat: None,

@@ -800,6 +800,17 @@ fn one_line(msg: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The configurations shipped with the repository stay valid (the Docker image's default
+    /// command uses deploy/docker.toml).
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for f in ["deploy/docker.toml", "examples/socketshark.toml"] {
+            let c = Config::load(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(c.services.contains_key("demo") || f.starts_with("examples"));
+        }
+    }
+
     #[test]
     fn defaults_match_the_spec() {
         let c = Config::parse("").unwrap();

@@ -1,0 +1,155 @@
+// socketshark client (work in progress, issue 15). Zero runtime dependencies.
+// Replies are matched to requests in order: the server runs a session's commands one at a
+// time and answers each before the next (SPEC R-ORD-1), so a FIFO of pending requests keyed
+// by event (and subscription) suffices; the protocol has no request ids.
+
+export interface Options {
+  minDelay?: number; // ms, first reconnect backoff ceiling
+  maxDelay?: number; // ms
+  offline?: "queue" | "drop" | "error"; // policy for send() while disconnected
+  WebSocket?: typeof WebSocket;
+}
+
+export interface SubscribeOptions {
+  onMessage?: (data: unknown, frame: Record<string, unknown>) => void;
+  onError?: (err: Error) => void;
+  onUnsubscribe?: (frame: Record<string, unknown>) => void;
+  [extra: string]: unknown;
+}
+
+export class SocketSharkError extends Error {
+  constructor(message: string, public code?: number, public reply?: unknown) {
+    super(message);
+  }
+}
+
+export function closeError(code: number, reason: string): SocketSharkError {
+  const text: Record<number, string> = {
+    1001: "server going away",
+    1008: "policy violation (slow consumer)",
+    1009: "message too big",
+  };
+  return new SocketSharkError(text[code] ?? `closed (${code}) ${reason}`, code);
+}
+
+type Pending = { event: string; subscription?: string; resolve: (v: any) => void; reject: (e: Error) => void };
+
+export class Subscription {
+  active = false;
+  constructor(public client: SocketShark, public name: string, public opts: SubscribeOptions) {}
+  extra(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this.opts)) if (typeof v !== "function") out[k] = v;
+    return out;
+  }
+  send(data: unknown) { return this.client.send(this.name, data); }
+  unsubscribe() { return this.client.unsubscribe(this.name); }
+}
+
+export class SocketShark {
+  ws?: WebSocket;
+  private pending: Pending[] = [];
+  private queue: string[] = [];
+  private subs = new Map<string, Subscription>();
+  private authArgs?: { ticket?: string; jwt?: string };
+  private attempts = 0;
+  private closed = false;
+  private ctor: typeof WebSocket;
+  onClose?: (err: SocketSharkError) => void;
+
+  constructor(public url: string, public options: Options = {}) {
+    this.ctor = options.WebSocket ?? (globalThis as any).WebSocket;
+    this.connect();
+  }
+
+  private connect() {
+    const ws = new this.ctor(this.url);
+    this.ws = ws;
+    ws.onopen = async () => {
+      this.attempts = 0;
+      try {
+        if (this.authArgs) await this.auth(this.authArgs);
+        for (const s of this.subs.values()) await this.subscribeRaw(s);
+      } catch (e) { /* surfaced per subscription */ }
+      for (const q of this.queue.splice(0)) ws.send(q);
+    };
+    ws.onmessage = (ev) => this.onFrame(JSON.parse(String(ev.data)));
+    ws.onclose = (ev) => {
+      const err = closeError(ev.code, ev.reason);
+      for (const p of this.pending.splice(0)) p.reject(err);
+      for (const s of this.subs.values()) s.active = false;
+      this.onClose?.(err);
+      if (!this.closed) {
+        const ceil = Math.min(this.options.maxDelay ?? 30000, (this.options.minDelay ?? 500) * 2 ** this.attempts++);
+        setTimeout(() => this.connect(), Math.random() * ceil); // full jitter
+      }
+    };
+  }
+
+  private onFrame(f: Record<string, any>) {
+    if (f.event === "message" && f.status === undefined) {
+      this.subs.get(f.subscription)?.opts.onMessage?.(f.data, f);
+      return;
+    }
+    if (f.event === "unsubscribe" && f.status === undefined) {
+      const s = this.subs.get(f.subscription);
+      this.subs.delete(f.subscription);
+      s?.opts.onUnsubscribe?.(f);
+      return;
+    }
+    const ev = f.event === "pong" ? "ping" : f.event;
+    const i = this.pending.findIndex((p) => (ev === undefined || p.event === ev) &&
+      (p.subscription === undefined || f.subscription === undefined || p.subscription === f.subscription));
+    if (i < 0) return;
+    const [p] = this.pending.splice(i, 1);
+    if (f.status === "error") p.reject(new SocketSharkError(f.error, undefined, f));
+    else p.resolve(f);
+  }
+
+  private request(msg: Record<string, unknown>): Promise<any> {
+    return new Promise((resolve, reject) => {
+      if (!this.ws || this.ws.readyState !== 1) return reject(new SocketSharkError("not connected"));
+      this.pending.push({ event: msg.event as string, subscription: msg.subscription as string | undefined, resolve, reject });
+      this.ws.send(JSON.stringify(msg));
+    });
+  }
+
+  /** `{jwt}` sends method "jwt": server support arrives with issue 14. */
+  auth(a: { ticket?: string; jwt?: string }) {
+    this.authArgs = a;
+    return a.jwt !== undefined
+      ? this.request({ event: "auth", method: "jwt", token: a.jwt })
+      : this.request({ event: "auth", method: "ticket", ticket: a.ticket });
+  }
+
+  private async subscribeRaw(s: Subscription) {
+    try {
+      const r = await this.request({ event: "subscribe", subscription: s.name, ...s.extra() });
+      s.active = true;
+      return r;
+    } catch (e) { s.opts.onError?.(e as Error); throw e; }
+  }
+
+  async subscribe(name: string, opts: SubscribeOptions = {}): Promise<Subscription> {
+    const s = new Subscription(this, name, opts);
+    this.subs.set(name, s);
+    await this.subscribeRaw(s);
+    return s;
+  }
+
+  send(name: string, data: unknown) {
+    const msg = JSON.stringify({ event: "message", subscription: name, data });
+    if (this.ws?.readyState === 1) this.ws.send(msg);
+    else if ((this.options.offline ?? "queue") === "queue") this.queue.push(msg);
+    else if (this.options.offline === "error") throw new SocketSharkError("not connected");
+  }
+
+  unsubscribe(name: string) {
+    this.subs.delete(name);
+    return this.request({ event: "unsubscribe", subscription: name });
+  }
+
+  ping(data: unknown = "") { return this.request({ event: "ping", data }); }
+
+  close() { this.closed = true; this.ws?.close(1000); }
+}

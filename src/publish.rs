@@ -184,7 +184,7 @@ pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -
             let mut s =
                 String::with_capacity(64 + name.len() + msg.data.len() + fragment.len() + 100);
             s.push_str(r#"{"event":"message","subscription":"#);
-            s.push_str(&Value::String(name.to_owned()).to_string());
+            push_json_str(&mut s, name);
             s.push_str(r#","data":"#);
             s.push_str(&msg.data);
             if let Some(p) = published_at {
@@ -193,7 +193,7 @@ pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -
             if let Some((received_at, queue_size)) = meta.live {
                 push_str_field(&mut s, "received_at", received_at);
                 s.push_str(r#","queue_size":"#);
-                s.push_str(&queue_size.to_string());
+                s.push_str(itoa::Buffer::new().format(queue_size));
             }
             s.push_str(fragment);
             push_str_field(&mut s, "sent_at", meta.sent_at);
@@ -223,12 +223,25 @@ pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -
     }
 }
 
-/// Appends `,"key":"value"` for values known to need no escaping (timestamps).
+/// Appends `,"key":"value"` (`key` needs no escaping).
 fn push_str_field(s: &mut String, key: &str, value: &str) {
     s.push_str(",\"");
     s.push_str(key);
     s.push_str("\":");
-    s.push_str(&Value::String(value.to_owned()).to_string());
+    push_json_str(s, value);
+}
+
+/// Appends `value` as a JSON string, escaped exactly as `serde_json` does (only `"`, `\\` and
+/// control characters; other characters as they are), without an allocation in the common
+/// case of nothing to escape.
+fn push_json_str(s: &mut String, value: &str) {
+    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        s.push_str(&Value::String(value.to_owned()).to_string());
+    } else {
+        s.push('"');
+        s.push_str(value);
+        s.push('"');
+    }
 }
 
 /// Current time in the frames' format (R-PUB-9).
@@ -297,6 +310,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.options.order.as_ref().unwrap().1, 1.0);
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        for v in [
+            "",
+            "a.b",
+            "é\u{2028}x",
+            "q\"uote",
+            "back\\slash",
+            "tab\t",
+            "\u{1}",
+            "\u{7f}",
+        ] {
+            let mut s = String::new();
+            push_json_str(&mut s, v);
+            assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
+        }
     }
 
     #[test]

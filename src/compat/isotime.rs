@@ -69,19 +69,40 @@ fn naive_isoformat(t: &DateTime<Utc>) -> String {
     // chrono marks a leap second with nanos >= 1e9. Python has no leap
     // seconds, so clamp it to the last microsecond of second 59.
     let micro = t.nanosecond().min(999_999_999) / 1000;
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    // Written digit by digit: this runs twice per published message (`received_at`,
+    // `sent_at`), where `format!` showed in profiles.
+    let mut s = String::with_capacity(32);
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        // Outside Python's range; `format!` keeps the sign and extra digits.
+        s.push_str(&format!("{year:04}"));
+    } else {
+        push_digits(&mut s, year as u32, 4);
+    }
+    for (sep, v) in [
+        ('-', t.month()),
+        ('-', t.day()),
+        ('T', t.hour()),
+        (':', t.minute()),
+        (':', t.second()),
+    ] {
+        s.push(sep);
+        push_digits(&mut s, v, 2);
+    }
     if micro != 0 {
-        s.push_str(&format!(".{micro:06}"));
+        s.push('.');
+        push_digits(&mut s, micro, 6);
     }
     s
+}
+
+/// `v` in decimal, zero-padded to `width` digits (`v < 10^width`).
+fn push_digits(s: &mut String, v: u32, width: u32) {
+    let mut div = 10u32.pow(width - 1);
+    while div > 0 {
+        s.push(char::from(b'0' + (v / div % 10) as u8));
+        div /= 10;
+    }
 }
 
 /// A datetime built by `fromisoformat`, already range-checked.

@@ -1,5 +1,5 @@
 //! The process-wide context shared by every session: configuration, the HTTP client, the hub,
-//! metrics and the registry of live sessions (for shutdown).
+//! metrics, the timer wheel and the registry of live sessions (for shutdown).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::service::ServiceClient;
+use crate::timers::Timers;
 
 /// What the process needs of a live session (implemented by `session::Session`): its id, a
 /// close at shutdown, and the bytes queued for its client. A trait, so that this context does
@@ -28,6 +29,8 @@ pub struct App {
     pub http: ServiceClient,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
+    /// Renewals, heartbeats and trailing throttled sends of every session.
+    pub timers: Timers,
     sessions: Mutex<HashMap<u64, Arc<dyn LiveSession>>>,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -44,6 +47,7 @@ impl App {
             http,
             hub,
             metrics,
+            timers: Timers::default(),
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),

@@ -39,5 +39,6 @@ pub mod redact;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod timers;
 pub mod tls;
 pub mod wire;

@@ -14,7 +14,7 @@ impl Session {
         let names: Vec<String> = {
             let mut st = self.lock();
             for sub in st.subs.values_mut() {
-                sub.stop_tasks(true);
+                sub.stop_timers(&self.app.timers, true);
             }
             st.subs.keys().rev().cloned().collect()
         };

@@ -23,7 +23,6 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -34,13 +33,17 @@ use crate::delivery::{Arrival, OrderFilter, Throttle};
 use crate::hub::{Fanout, Member, Peer};
 use crate::protocol::{self as proto, Decoded, Event, Name};
 use crate::publish::{self, ExtraFields, Meta, Published};
+use tokio::task::AbortHandle;
+
 use crate::service::{Call, Outcome};
+use crate::timers::{TimerId, Timers};
 
 mod auth;
 mod end;
 mod message;
 mod outbox;
 mod periodic;
+use periodic::Periodic;
 mod published;
 mod subscribe;
 mod unsubscribe;
@@ -66,8 +69,26 @@ struct Sub {
     /// `order` or `throttle` options. Boxed: three hash maps are 144 bytes, which most
     /// subscriptions never use.
     keyed: Option<Box<Keyed>>,
-    reauth: Option<AbortHandle>,
-    heartbeat: Option<AbortHandle>,
+    /// The renewal and the heartbeat: waiting on the app's timer wheel, or running.
+    reauth: Option<Next>,
+    heartbeat: Option<Next>,
+}
+
+/// A subscription's next renewal or heartbeat.
+enum Next {
+    /// Waiting on the app's timer wheel.
+    Due(TimerId),
+    /// Its call is in progress, in this task.
+    Running(AbortHandle),
+}
+
+impl Next {
+    fn stop(self, timers: &Timers) {
+        match self {
+            Next::Due(id) => timers.cancel(id),
+            Next::Running(task) => task.abort(),
+        }
+    }
 }
 
 /// A subscription's per-key delivery state (R-OOO, R-THR).
@@ -76,7 +97,7 @@ struct Keyed {
     order: OrderFilter,
     throttle: Throttle<Arc<Published>>,
     /// Scheduled trailing throttled sends, by throttle key.
-    timers: HashMap<HashKey, AbortHandle>,
+    timers: HashMap<HashKey, TimerId>,
 }
 
 impl Sub {
@@ -84,19 +105,21 @@ impl Sub {
         self.keyed.get_or_insert_with(Default::default)
     }
 
-    fn stop_tasks(&mut self, including_reauth: bool) {
+    /// Cancels the subscription's timers and aborts a renewal or heartbeat in progress (but
+    /// not the renewal when `including_reauth` is false: the renewal itself is ending it).
+    fn stop_timers(&mut self, timers: &Timers, including_reauth: bool) {
         if let Some(keyed) = &mut self.keyed {
             for (key, t) in keyed.timers.drain() {
                 tracing::trace!(throttle_key = ?key, "throttled message canceled");
-                t.abort();
+                timers.cancel(t);
             }
         }
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
+        if let Some(next) = self.heartbeat.take() {
+            next.stop(timers);
         }
         if including_reauth {
-            if let Some(h) = self.reauth.take() {
-                h.abort();
+            if let Some(next) = self.reauth.take() {
+                next.stop(timers);
             }
         }
     }
@@ -587,7 +610,7 @@ impl Session {
 
     /// Removes an active subscription (R-UNS-4): no more deliveries, pending throttled sends and
     /// periodic tasks stopped, the channel released. `instance` restricts the removal to one
-    /// subscription instance; `stop_reauth` is false when the renewal task itself removes it.
+    /// subscription instance; `stop_reauth` is false when the renewal itself removes it.
     fn remove_sub(&self, name: &str, instance: Option<u64>, stop_reauth: bool) -> Option<Removed> {
         let mut sub = {
             let mut st = self.lock();
@@ -597,7 +620,7 @@ impl Session {
             }
             st.subs.shift_remove(name)?
         };
-        sub.stop_tasks(stop_reauth);
+        sub.stop_timers(&self.app.timers, stop_reauth);
         self.app.hub.release(name, self.id);
         Some(Removed {
             service: sub.service,

@@ -2,39 +2,111 @@
 
 use super::*;
 
+/// A subscription's periodic call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Periodic {
+    /// Reauthorization (R-REAUTH).
+    Renewal,
+    /// `on_heartbeat` (R-HB).
+    Heartbeat,
+}
+
+impl Periodic {
+    fn slot(self, sub: &mut Sub) -> &mut Option<Next> {
+        match self {
+            Periodic::Renewal => &mut sub.reauth,
+            Periodic::Heartbeat => &mut sub.heartbeat,
+        }
+    }
+}
+
 impl Session {
-    pub(super) fn spawn_reauth(
-        &self,
-        name: &str,
-        instance: u64,
-        svc: &Arc<ServiceConfig>,
-    ) -> AbortHandle {
-        let weak = self.weak.clone();
-        let name = name.to_owned();
-        let svc = svc.clone();
-        let period = svc.authorization_renewal_period.map(|p| p.0).unwrap_or(0.0);
-        let jitter = svc.authorization_renewal_jitter.0;
-        tracing::trace!(
-            subscription = name.as_str(),
-            period,
-            jitter,
-            "initializing periodic authorizer"
-        );
-        tokio::spawn(async move {
-            loop {
-                let sleep = period - rand::random::<f64>() * jitter;
-                if sleep > 0.0 {
-                    tokio::time::sleep(secs(sleep)).await;
+    /// Puts the subscription's next renewal or heartbeat on the app's timer wheel (R-REAUTH-2,
+    /// R-HB-2): a renewal `authorization_renewal_period` minus a random part of the jitter
+    /// after the previous one ended, a heartbeat a random part of the period after the
+    /// subscription (`first`), then every period. When it is due, a task runs the call and
+    /// schedules the next one unless the subscription is gone.
+    pub(super) fn schedule_periodic(&self, sub: &mut Sub, name: &str, kind: Periodic, first: bool) {
+        let svc = sub.service.clone();
+        let delay = match kind {
+            Periodic::Renewal => {
+                let period = svc.authorization_renewal_period.map(|p| p.0).unwrap_or(0.0);
+                let jitter = svc.authorization_renewal_jitter.0;
+                if first {
+                    tracing::trace!(
+                        subscription = name,
+                        period,
+                        jitter,
+                        "initializing periodic authorizer"
+                    );
                 }
-                let Some(session) = weak.upgrade() else {
-                    return;
-                };
-                if !session.renew(&name, instance, &svc).await {
-                    return;
+                period - rand::random::<f64>() * jitter
+            }
+            Periodic::Heartbeat => {
+                let period = svc.heartbeat_period.map(|p| p.0).unwrap_or(0.0);
+                if first {
+                    tracing::trace!(
+                        subscription = name,
+                        period,
+                        "initializing periodic heartbeat task"
+                    );
+                    rand::random::<f64>() * period
+                } else {
+                    period
                 }
             }
-        })
-        .abort_handle()
+        };
+        let due = Instant::now() + secs(delay.max(0.0));
+        let weak = self.weak.clone();
+        let name = name.to_owned();
+        let instance = sub.instance;
+        let id = self.app.timers.schedule(
+            due,
+            Box::new(move || {
+                if let Some(session) = weak.upgrade() {
+                    session.start_periodic(name, instance, kind, svc);
+                }
+            }),
+        );
+        // Replacing the task that schedules its successor: it is ending, nothing to stop.
+        if let Some(Next::Due(old)) = kind.slot(sub).replace(Next::Due(id)) {
+            self.app.timers.cancel(old);
+        }
+    }
+
+    /// A renewal or heartbeat is due: its call runs in a task of its own, which the
+    /// subscription holds (and aborts when it ends) until the call is over.
+    fn start_periodic(&self, name: String, instance: u64, kind: Periodic, svc: Arc<ServiceConfig>) {
+        let mut st = self.lock();
+        let Some(sub) = st.subs.get_mut(name.as_str()) else {
+            return;
+        };
+        if sub.instance != instance || !matches!(kind.slot(sub), Some(Next::Due(_))) {
+            return;
+        }
+        let weak = self.weak.clone();
+        // Spawned under the session's lock, and the handle stored before it is released: the
+        // task cannot schedule its successor (which needs the lock) before this.
+        let task = tokio::spawn(async move {
+            let Some(session) = weak.upgrade() else {
+                return;
+            };
+            let again = match kind {
+                Periodic::Renewal => session.renew(&name, instance, &svc).await,
+                Periodic::Heartbeat => session.heartbeat(&name, instance, &svc).await,
+            };
+            let mut st = session.lock();
+            if let Some(sub) = st.subs.get_mut(name.as_str()) {
+                if sub.instance == instance {
+                    if again {
+                        session.schedule_periodic(sub, &name, kind, false);
+                    } else {
+                        *kind.slot(sub) = None;
+                    }
+                }
+            }
+        });
+        *kind.slot(sub) = Some(Next::Running(task.abort_handle()));
     }
 
     /// One renewal (R-REAUTH-3/4). Returns whether the loop goes on.
@@ -147,37 +219,6 @@ impl Session {
             .get(name)
             .filter(|s| s.instance == instance)
             .map(|s| (s.extra.clone(), s.authz.clone()))
-    }
-
-    pub(super) fn spawn_heartbeat(
-        &self,
-        name: &str,
-        instance: u64,
-        svc: &Arc<ServiceConfig>,
-    ) -> AbortHandle {
-        let weak = self.weak.clone();
-        let name = name.to_owned();
-        let svc = svc.clone();
-        let period = svc.heartbeat_period.map(|p| p.0).unwrap_or(0.0);
-        tracing::trace!(
-            subscription = name.as_str(),
-            period,
-            "initializing periodic heartbeat task"
-        );
-        tokio::spawn(async move {
-            tokio::time::sleep(secs(rand::random::<f64>() * period)).await;
-            loop {
-                let Some(session) = weak.upgrade() else {
-                    return;
-                };
-                if !session.heartbeat(&name, instance, &svc).await {
-                    return;
-                }
-                drop(session);
-                tokio::time::sleep(secs(period)).await;
-            }
-        })
-        .abort_handle()
     }
 
     /// One heartbeat (R-HB-3). Returns whether the loop goes on.

@@ -60,10 +60,10 @@ impl Session {
                         delay = due.saturating_duration_since(Instant::now()).as_secs_f64(),
                         "throttled message scheduled"
                     );
-                    let handle =
-                        self.spawn_trailing_send(&msg.subscription, sub.instance, key, due);
-                    if let Some(old) = sub.keyed().timers.insert(key.clone(), handle) {
-                        old.abort();
+                    let timer =
+                        self.schedule_trailing_send(&msg.subscription, sub.instance, key, due);
+                    if let Some(old) = sub.keyed().timers.insert(key.clone(), timer) {
+                        self.app.timers.cancel(old);
                     }
                     return;
                 }
@@ -85,23 +85,25 @@ impl Session {
         self.push_maybe_compressed(frame, compressed);
     }
 
-    pub(super) fn spawn_trailing_send(
+    /// The trailing send of a throttled message, on the app's timer wheel (R-THR-4).
+    pub(super) fn schedule_trailing_send(
         &self,
         name: &str,
         instance: u64,
         key: &HashKey,
         due: Instant,
-    ) -> AbortHandle {
+    ) -> TimerId {
         let weak = self.weak.clone();
         let name = name.to_owned();
         let key = key.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(due).await;
-            if let Some(session) = weak.upgrade() {
-                session.trailing_send(&name, instance, &key);
-            }
-        })
-        .abort_handle()
+        self.app.timers.schedule(
+            due,
+            Box::new(move || {
+                if let Some(session) = weak.upgrade() {
+                    session.trailing_send(&name, instance, &key);
+                }
+            }),
+        )
     }
 
     /// A trailing throttled send is due (R-THR-4).

@@ -158,10 +158,10 @@ impl Session {
                 ));
             }
             if svc.authorization_renewal_period.is_some() {
-                sub.reauth = Some(self.spawn_reauth(name, instance, &svc));
+                self.schedule_periodic(&mut sub, name, Periodic::Renewal, true);
             }
             if svc.heartbeat().is_some() {
-                sub.heartbeat = Some(self.spawn_heartbeat(name, instance, &svc));
+                self.schedule_periodic(&mut sub, name, Periodic::Heartbeat, true);
             }
             st.subs.insert(name.to_owned(), Box::new(sub));
             // The map grows by several entries at a time; a session with few subscriptions

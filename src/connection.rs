@@ -37,6 +37,29 @@ use crate::wire::{self, Batch};
 
 /// How long the server waits for the client's close frame (R-WS-10).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slow consumer's close (`limits.max_outbound_bytes`): how long the socket may take to
+/// accept the close frame (the frame being written, then the close frame) before the
+/// connection is reset, and how long the client's close frame is then waited for.
+const SLOW_CLOSE_WRITE: Duration = Duration::from_secs(2);
+const SLOW_CLOSE_REPLY: Duration = Duration::from_millis(500);
+
+/// A socket the connection can reset (RST) rather than close, when what it must write could not
+/// be written: the kernel then frees its buffers at once.
+pub trait Reset {
+    fn reset(&self);
+}
+
+impl Reset for tokio::net::TcpStream {
+    fn reset(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Reset for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn reset(&self) {
+        let _ = self.get_ref().0.set_zero_linger();
+    }
+}
 /// The WebSocket library keepalive of the reference (R-WS-8).
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// Rounds of the driver per poll before it yields to the worker's other tasks.
@@ -83,7 +106,7 @@ enum Phase<S> {
 
 impl<S> Task<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     pub fn new(handshake: Handshake<S>, slot: ConnectionSlot) -> Task<S> {
         Task {
@@ -96,7 +119,7 @@ where
 
 impl<S> Future for Task<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     type Output = ();
 
@@ -153,7 +176,7 @@ struct Connection<S> {
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     /// Opens the session of a connection whose handshake is done; `None` if the server is
     /// shutting down.
@@ -398,13 +421,23 @@ where
         let app = session.app().clone();
         let id = session.id;
         let server_closed = session.is_closing();
+        // A slow consumer's close is bounded (docs/CONFIG.md, `limits.max_outbound_bytes`): the
+        // socket gets SLOW_CLOSE_WRITE to take the close frame, counted from here (the decision:
+        // the session ends as soon as no command runs), or it is reset.
+        let slow = session.is_slow_consumer();
+        let write_by = Instant::now() + SLOW_CLOSE_WRITE;
         let mut end = Box::pin(session.end());
         self.while_writing(None, |cx, _| end.as_mut().poll(cx))
             .await;
         if server_closed {
             // Let the close frame reach the client before the session counts as ended
             // (shutdown waits for sessions, then the process exits).
-            self.while_writing(Some(Duration::from_secs(2)), |_, _| {
+            let limit = if slow {
+                write_by.saturating_duration_since(Instant::now())
+            } else {
+                Duration::from_secs(2)
+            };
+            self.while_writing(Some(limit), |_, _| {
                 if session.is_close_flushed() {
                     Poll::Ready(())
                 } else {
@@ -413,6 +446,7 @@ where
             })
             .await;
         }
+        let reset = slow && !session.is_close_flushed();
         app.metrics.connection_closed();
         app.unregister(id);
         tracing::info!(
@@ -422,13 +456,26 @@ where
             "connection closed"
         );
 
+        if reset {
+            // The client did not take the close frame: the connection is reset, and what was
+            // queued for it is dropped with it.
+            tracing::info!(session = id, "slow consumer: connection reset");
+            self.io.reset();
+            session.dropped_pushes(session.outbox().discard());
+            return;
+        }
         // Wait (bounded) for the client's close frame after a server-initiated close, then let
         // the writer flush what it has and close.
         if server_closed && self.reading {
             let mut decoder = std::mem::replace(&mut self.decoder, FrameReader::new(0));
             let mut frames = Vec::new();
             let s = session.clone();
-            self.while_writing(Some(CLOSE_TIMEOUT), |cx, io| {
+            let limit = if slow {
+                SLOW_CLOSE_REPLY
+            } else {
+                CLOSE_TIMEOUT
+            };
+            self.while_writing(Some(limit), |cx, io| {
                 loop {
                     let r = ready!(poll_read_frames(cx, io, &mut decoder, &mut frames));
                     for frame in frames.drain(..) {
@@ -454,7 +501,12 @@ where
             }
             Poll::Ready(())
         });
-        let _ = tokio::time::timeout(Duration::from_secs(2), finished).await;
+        let limit = if slow {
+            SLOW_CLOSE_REPLY
+        } else {
+            Duration::from_secs(2)
+        };
+        let _ = tokio::time::timeout(limit, finished).await;
         // What the writer could not write (it was stuck on a client that does not read).
         session.dropped_pushes(session.outbox().discard());
     }
@@ -730,6 +782,15 @@ impl Writer {
         io: &mut S,
         linger: bool,
     ) -> Poll<()> {
+        if session.outbox().take_cut() && !self.closed {
+            // The slow-consumer close: the frames not started are dropped, the close frame
+            // is next in the outbox.
+            if let Some(frames) = self.frames.as_mut() {
+                let (kept, dropped) = frames.cut();
+                self.pushed = kept;
+                self.unsent += dropped;
+            }
+        }
         if !self.busy {
             let until = if linger { self.coalesce_until } else { None };
             match session.outbox().try_take(until) {
@@ -822,13 +883,18 @@ impl Writer {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 tracing::debug!(session = session.id, data = text.as_str(), "client send");
             }
-            self.pushed += u32::from(is_push);
-            match compressed {
+            let (op, payload) = match compressed {
                 Some(c) => {
                     self.compressed += 1;
-                    frames.frame(wire::OP_TEXT | wire::RSV1, c)
+                    (wire::OP_TEXT | wire::RSV1, c)
                 }
-                None => frames.frame(wire::OP_TEXT, text.into()),
+                None => (wire::OP_TEXT, text.into()),
+            };
+            if is_push {
+                self.pushed += 1;
+                frames.push(op, payload);
+            } else {
+                frames.frame(op, payload);
             }
         }
     }

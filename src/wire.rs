@@ -37,16 +37,86 @@ const MAX_SLICES: usize = 64;
 pub struct Batch {
     chunks: Vec<Bytes>,
     small: BytesMut,
+    /// Where each frame ends, in bytes from the start of the batch, with [`PUSH_BIT`] set on
+    /// the frames that are pushes: what [`Batch::cut`] needs to stop at a frame boundary.
+    ends: Vec<u64>,
+    /// Bytes of the batch appended so far, and written so far.
+    appended: u64,
+    written: u64,
 }
+
+const PUSH_BIT: u64 = 1 << 63;
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.small.is_empty()
     }
 
+    /// Appends one unfragmented push frame (a text frame counted as a delivered push).
+    pub fn push(&mut self, opcode: u8, payload: Bytes) {
+        self.frame(opcode, payload);
+        if let Some(end) = self.ends.last_mut() {
+            *end |= PUSH_BIT;
+        }
+    }
+
+    /// Drops every frame not started yet; the frame being written (if one is half written)
+    /// stays, so the stream stays valid. Returns how many pushes stay and how many were
+    /// dropped.
+    pub fn cut(&mut self) -> (u32, u32) {
+        if !self.small.is_empty() {
+            self.chunks.push(self.small.split().freeze());
+        }
+        let keep_until = self
+            .ends
+            .iter()
+            .map(|e| e & !PUSH_BIT)
+            .find(|&end| end >= self.written)
+            .filter(|_| self.written > 0)
+            .unwrap_or(self.written);
+        let (mut kept, mut dropped) = (0, 0);
+        for &e in &self.ends {
+            if e & PUSH_BIT != 0 {
+                if e & !PUSH_BIT <= keep_until {
+                    kept += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        let mut keep = keep_until - self.written;
+        let mut whole = 0;
+        for c in &mut self.chunks {
+            if keep == 0 {
+                break;
+            }
+            if (c.len() as u64) <= keep {
+                keep -= c.len() as u64;
+                whole += 1;
+            } else {
+                c.truncate(keep as usize);
+                keep = 0;
+                whole += 1;
+            }
+        }
+        self.chunks.truncate(whole);
+        self.ends.clear();
+        self.appended = keep_until;
+        (kept, dropped)
+    }
+
     /// Appends one unfragmented frame.
     pub fn frame(&mut self, opcode: u8, payload: Bytes) {
         let len = payload.len();
+        let header = if len < 126 {
+            2
+        } else if len <= 0xFFFF {
+            4
+        } else {
+            10
+        };
+        self.appended += (header + len) as u64;
+        self.ends.push(self.appended);
         self.small.reserve(10 + len.min(INLINE_MAX));
         self.small.put_u8(0x80 | opcode);
         if len < 126 {
@@ -117,6 +187,7 @@ impl Batch {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.written += n as u64;
             // Drop what was written: whole chunks, then part of the next one.
             let mut n = n;
             let mut whole = 0;
@@ -132,8 +203,7 @@ impl Batch {
             self.chunks.drain(..whole);
         }
         // Nothing is kept between batches.
-        self.chunks = Vec::new();
-        self.small = BytesMut::new();
+        *self = Batch::default();
         Poll::Ready(Ok(()))
     }
 }
@@ -242,6 +312,94 @@ mod tests {
             if max == usize::MAX {
                 assert_eq!(w.calls, 1, "one writev for the whole batch");
             }
+        }
+    }
+
+    /// A socket that takes `budget` bytes in all, then is full.
+    struct Full {
+        out: Vec<u8>,
+        budget: usize,
+    }
+
+    impl AsyncWrite for Full {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.budget);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.out.extend_from_slice(&buf[..n]);
+            self.budget -= n;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_cut_batch_ends_at_the_frame_being_written() {
+        // A ping (not a push), then pushes of 100, 600 (written in place) and 70,000 bytes.
+        let frames: Vec<(u8, Vec<u8>)> = [(OP_PING, 4), (OP_TEXT, 100), (OP_TEXT, 600)]
+            .into_iter()
+            .chain([(OP_TEXT, 70_000), (OP_TEXT, 10)])
+            .map(|(op, n)| (op, (0..n).map(|k| (k % 251) as u8).collect()))
+            .collect();
+        let all = tungstenite_bytes(&frames);
+        let mut ends = vec![0];
+        for f in &frames {
+            ends.push(ends.last().unwrap() + tungstenite_bytes(std::slice::from_ref(f)).len());
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for budget in [
+            0,
+            1,
+            6,
+            7,
+            50,
+            ends[2],
+            ends[2] + 1,
+            ends[3] - 1,
+            ends[3],
+            ends[3] + 9,
+        ] {
+            let mut b = Batch::default();
+            for (op, p) in &frames {
+                if *op == OP_TEXT {
+                    b.push(*op, Bytes::from(p.clone()));
+                } else {
+                    b.frame(*op, Bytes::from(p.clone()));
+                }
+            }
+            let mut w = Full {
+                out: Vec::new(),
+                budget,
+            };
+            assert!(b.poll_write_all(&mut cx, &mut w).is_pending());
+            let (kept, dropped) = b.cut();
+            w.budget = usize::MAX;
+            assert!(b.poll_write_all(&mut cx, &mut w).is_ready());
+            // Everything written, up to the end of the frame in progress, and nothing more.
+            let until = if budget == 0 {
+                0
+            } else {
+                *ends.iter().find(|&&e| e >= budget).unwrap()
+            };
+            assert_eq!(w.out.len(), until, "budget {budget}");
+            assert!(w.out[..] == all[..until], "budget {budget}");
+            let frames_kept = ends.iter().filter(|&&e| e > 0 && e <= until).count() as u32;
+            // The ping is not a push.
+            assert_eq!(kept, frames_kept.saturating_sub(1), "budget {budget}");
+            assert_eq!(kept + dropped, 4, "budget {budget}");
         }
     }
 

@@ -293,6 +293,11 @@ impl Session {
         }
     }
 
+    /// Closed by the slow-consumer policy.
+    pub fn is_slow_consumer(&self) -> bool {
+        self.slow_consumer.load(Ordering::Relaxed)
+    }
+
     /// Called by the writer (in the connection's task) once the close frame was sent (or could
     /// not be).
     pub fn set_close_flushed(&self) {
@@ -390,7 +395,12 @@ impl Session {
             );
             self.app.metrics.slow_consumer();
             self.slow_consumer.store(true, Ordering::Relaxed);
-            self.close(1008, "slow consumer");
+            if !self.closing.swap(true, Ordering::AcqRel) {
+                // What is queued would only delay the close frame behind megabytes the client
+                // does not read: it is dropped, and the close frame goes first.
+                let dropped = self.out.close_first(Out::Close(1008, "slow consumer"));
+                self.dropped_pushes(dropped);
+            }
         }
     }
 

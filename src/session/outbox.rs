@@ -52,6 +52,9 @@ pub struct Outbox {
     /// A reply or control frame is queued: the writer does not linger (`ws.write_coalesce`).
     urgent: AtomicBool,
     queued: AtomicUsize,
+    /// The slow-consumer policy closed the session: the writer drops the frames of its batch
+    /// that it has not started writing.
+    cut: AtomicBool,
     /// Since when (milliseconds on [`clock_ms`]) the writer has been writing without finishing
     /// its batch; 0 when it is idle. A writer stuck for long on a full socket means the client
     /// does not read.
@@ -80,6 +83,7 @@ impl Default for Outbox {
             ready: AtomicWaker::new(),
             urgent: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            cut: AtomicBool::new(false),
             busy_since_ms: AtomicU64::new(0),
         }
     }
@@ -137,6 +141,31 @@ impl Outbox {
         q.iter()
             .filter(|o| matches!(o, Out::Push(_) | Out::PushCompressed(..)))
             .count() as u64
+    }
+
+    /// The slow-consumer close: everything queued is dropped, `close` (the close frame) goes
+    /// first, and the writer cuts its batch after the frame it is writing. Returns how many
+    /// pushes were dropped.
+    pub(super) fn close_first(&self, close: Out) -> u64 {
+        let dropped = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let dropped = std::mem::take(&mut *q);
+            q.push_back(close);
+            self.queued.store(0, Ordering::Relaxed);
+            self.urgent.store(true, Ordering::Relaxed);
+            self.cut.store(true, Ordering::Release);
+            dropped
+        };
+        self.ready.wake();
+        dropped
+            .iter()
+            .filter(|o| matches!(o, Out::Push(_) | Out::PushCompressed(..)))
+            .count() as u64
+    }
+
+    /// Whether the writer must cut its batch (once: the flag is cleared).
+    pub fn take_cut(&self) -> bool {
+        self.cut.swap(false, Ordering::Acquire)
     }
 
     pub(super) fn push_control(&self, out: Out) {

@@ -43,6 +43,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOW_CLOSE_WRITE: Duration = Duration::from_secs(2);
 const SLOW_CLOSE_REPLY: Duration = Duration::from_millis(500);
 
+/// The WebSocket library keepalive of the reference (R-WS-8).
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// Rounds of the driver per poll before it yields to the worker's other tasks.
+const ROUNDS_PER_POLL: u32 = 32;
+
 /// A socket the connection can reset (RST) rather than close, when what it must write could not
 /// be written: the kernel then frees its buffers at once.
 pub trait Reset {
@@ -60,10 +65,6 @@ impl Reset for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
         let _ = self.get_ref().0.set_zero_linger();
     }
 }
-/// The WebSocket library keepalive of the reference (R-WS-8).
-const KEEPALIVE: Duration = Duration::from_secs(20);
-/// Rounds of the driver per poll before it yields to the worker's other tasks.
-const ROUNDS_PER_POLL: u32 = 32;
 
 type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -426,6 +427,12 @@ where
         // the session ends as soon as no command runs), or it is reset.
         let slow = session.is_slow_consumer();
         let write_by = Instant::now() + SLOW_CLOSE_WRITE;
+        // How long the client's close frame is waited for, then the writer's last flush.
+        let (reply_limit, flush_limit) = if slow {
+            (SLOW_CLOSE_REPLY, SLOW_CLOSE_REPLY)
+        } else {
+            (CLOSE_TIMEOUT, Duration::from_secs(2))
+        };
         let mut end = Box::pin(session.end());
         self.while_writing(None, |cx, _| end.as_mut().poll(cx))
             .await;
@@ -470,12 +477,7 @@ where
             let mut decoder = std::mem::replace(&mut self.decoder, FrameReader::new(0));
             let mut frames = Vec::new();
             let s = session.clone();
-            let limit = if slow {
-                SLOW_CLOSE_REPLY
-            } else {
-                CLOSE_TIMEOUT
-            };
-            self.while_writing(Some(limit), |cx, io| {
+            self.while_writing(Some(reply_limit), |cx, io| {
                 loop {
                     let r = ready!(poll_read_frames(cx, io, &mut decoder, &mut frames));
                     for frame in frames.drain(..) {
@@ -501,12 +503,7 @@ where
             }
             Poll::Ready(())
         });
-        let limit = if slow {
-            SLOW_CLOSE_REPLY
-        } else {
-            Duration::from_secs(2)
-        };
-        let _ = tokio::time::timeout(limit, finished).await;
+        let _ = tokio::time::timeout(flush_limit, finished).await;
         // What the writer could not write (it was stuck on a client that does not read).
         session.dropped_pushes(session.outbox().discard());
     }

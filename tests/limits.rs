@@ -876,15 +876,20 @@ async fn stall_until_slow(env: &TestEnv, mport: u16, fast: &mut Client) -> usize
     panic!("the stalled client was not disconnected after {published} messages of 4 KiB");
 }
 
-/// Two subscribers of `simple.slow`, the first of which stops reading.
-async fn slow_and_fast(env: &TestEnv) -> (Client, Client) {
+/// A server with `max_outbound_bytes` = 64 KiB and two subscribers of `simple.slow`, the
+/// first of which stops reading.
+async fn slow_and_fast() -> (TestEnv, u16, Client, Client) {
+    let (env, mport) = start_cfg(json!({"max_outbound_bytes": 65536}), |c| {
+        c.set("log.level", "INFO");
+    })
+    .await;
     let mut slow = env.client().await;
     subscribe_ok(&mut slow, "simple.slow").await;
     let mut fast = env.client().await;
     subscribe_ok(&mut fast, "simple.slow").await;
     env.redis.wait_channels(&["simple.slow"], LONG).await;
     slow.pause_reading();
-    (slow, fast)
+    (env, mport, slow, fast)
 }
 
 /// `max_outbound_bytes`: a subscriber that stops reading is closed with 1008 `slow consumer`
@@ -894,11 +899,7 @@ async fn slow_and_fast(env: &TestEnv) -> (Client, Client) {
 /// the 1008 close frame. A reading subscriber of the same channel gets everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_outbound_bytes_closes_slow_consumer_1008() {
-    let (env, mport) = start_cfg(json!({"max_outbound_bytes": 65536}), |c| {
-        c.set("log.level", "INFO");
-    })
-    .await;
-    let (mut slow, mut fast) = slow_and_fast(&env).await;
+    let (env, mport, mut slow, mut fast) = slow_and_fast().await;
     let published = stall_until_slow(&env, mport, &mut fast).await;
     assert_eq!(
         metric(mport, SLOW_TOTAL).await,
@@ -958,11 +959,7 @@ async fn max_outbound_bytes_closes_slow_consumer_1008() {
 /// connection count drops within 3 s). Reading afterwards finds no close frame, only the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_that_never_reads_is_reset_within_3_s() {
-    let (env, mport) = start_cfg(json!({"max_outbound_bytes": 65536}), |c| {
-        c.set("log.level", "INFO");
-    })
-    .await;
-    let (mut slow, mut fast) = slow_and_fast(&env).await;
+    let (env, mport, mut slow, mut fast) = slow_and_fast().await;
     stall_until_slow(&env, mport, &mut fast).await;
     let decided = Instant::now();
     wait_metric(mport, GAUGE, 1.0).await;

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -33,8 +34,6 @@ use crate::delivery::{Arrival, OrderFilter, Throttle};
 use crate::hub::{Fanout, Member, Peer};
 use crate::protocol::{self as proto, Decoded, Event, Name};
 use crate::publish::{self, ExtraFields, Meta, Published};
-use tokio::task::AbortHandle;
-
 use crate::service::{Call, Outcome};
 use crate::timers::{TimerId, Timers};
 
@@ -43,10 +42,11 @@ mod end;
 mod message;
 mod outbox;
 mod periodic;
-use periodic::Periodic;
 mod published;
 mod subscribe;
 mod unsubscribe;
+
+use periodic::Periodic;
 
 pub use outbox::{Out, Outbox, Taken, clock_ms};
 

@@ -165,7 +165,8 @@ impl Outbox {
 
     /// Whether the writer must cut its batch (once: the flag is cleared).
     pub fn take_cut(&self) -> bool {
-        self.cut.swap(false, Ordering::Acquire)
+        // A plain load first: this runs at every step of the writer.
+        self.cut.load(Ordering::Relaxed) && self.cut.swap(false, Ordering::Acquire)
     }
 
     pub(super) fn push_control(&self, out: Out) {

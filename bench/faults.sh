@@ -8,7 +8,8 @@
 #                                   #   small loads, outcomes and zero loss only (< 3 min)
 #   SERVER=/path/to/socketshark bash bench/faults.sh    # test that binary (no server build)
 #   NO_BUILD=1 ...                  # use the binaries already in target/$PROFILE
-#   ONLY=redis-kill,hostile ...     # a subset of: redis-kill, redis-stop, service, churn, hostile
+#   ONLY=redis-kill,hostile ...     # a subset of: redis-kill, redis-stop, redis-kill-reconnect,
+#                                   #   redis-stop-reconnect, service, churn, hostile
 #   OUT=FILE ...                    # full form: where the section goes (default bench/RESULTS.md)
 #   NOTE=TEXT ...                   # a sentence added to the section
 #   SERVER_COMMIT=abc1234 ...       # the commit SERVER was built from, for the section (default HEAD)

@@ -394,6 +394,19 @@ pub struct RedisConfig {
     pub ping_interval: Secs,
     pub ping_timeout: Secs,
     pub db: i64,
+    /// What a lost or frozen connection does (issue 20).
+    pub on_loss: OnLoss,
+}
+
+/// What the server does when a broker connection is lost or a PING goes unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLoss {
+    /// Close every client and exit (the original's behaviour, R-RED-4/5).
+    #[default]
+    Shutdown,
+    /// Keep the sessions, reconnect with backoff and subscribe every held channel again.
+    Reconnect,
 }
 
 impl Default for RedisConfig {
@@ -405,6 +418,7 @@ impl Default for RedisConfig {
             ping_interval: Secs(10.0),
             ping_timeout: Secs(5.0),
             db: 0,
+            on_loss: OnLoss::Shutdown,
         }
     }
 }
@@ -665,6 +679,16 @@ impl Config {
             if self.redis_alt.is_some() {
                 w.push("[redis_alt] is ignored with broker = \"memory\"".to_owned());
             }
+        }
+        if let Some(alt) = &self.redis_alt
+            && self.broker == BrokerKind::Redis
+            && alt.on_loss != self.redis.on_loss
+        {
+            w.push(format!(
+                "[redis] on_loss = {:?} but [redis_alt] on_loss = {:?}: each connection follows \
+                 its own setting",
+                self.redis.on_loss, alt.on_loss
+            ));
         }
         w
     }
@@ -971,6 +995,23 @@ mod tests {
         assert_eq!(
             c.http.reset_header_names(),
             vec!["A".to_string(), "B".to_string()]
+        );
+    }
+
+    #[test]
+    fn redis_on_loss() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.redis.on_loss, OnLoss::Shutdown);
+        let c = Config::parse("[redis]\non_loss = \"reconnect\"\n").unwrap();
+        assert_eq!(c.redis.on_loss, OnLoss::Reconnect);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let e = Config::parse("[redis]\non_loss = \"retry\"\n").unwrap_err();
+        assert!(e.starts_with("redis.on_loss: "), "{e}");
+        let c = Config::parse("[redis]\non_loss = \"reconnect\"\n[redis_alt]\n").unwrap();
+        assert!(
+            c.warnings()[0].contains("each connection follows"),
+            "{:?}",
+            c.warnings()
         );
     }
 

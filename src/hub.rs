@@ -189,6 +189,21 @@ impl Hub {
         }
     }
 
+    /// After broker `index` reconnected: subscribes every held channel on it again. Issued
+    /// under the hub lock, so every later acquire or release reaches the broker after it;
+    /// resolves when every channel is confirmed. Returns the number of channels.
+    pub fn resubscribe(&self, index: usize) -> (usize, BoxFuture<'static, Result<(), String>>) {
+        let Some(b) = self.brokers.get(index) else {
+            return (0, futures_util::future::ready(Ok(())).boxed());
+        };
+        let channels = self.channels.lock().unwrap();
+        let names: Vec<String> = channels
+            .keys()
+            .map(|name| format!("{}{}", b.prefix(), name))
+            .collect();
+        (names.len(), b.resubscribe(names))
+    }
+
     /// Number of channels held (for tests and metrics).
     pub fn channel_count(&self) -> usize {
         self.channels.lock().unwrap().len()

@@ -12,6 +12,7 @@
 //! - [`delivery`]: the per-subscription order filter and throttle: pure logic.
 //! - [`service`]: HTTP callbacks to services (timeouts, retries, 429).
 //! - [`broker`]: the broker trait; Redis PUBSUB and the embedded (memory) broker.
+//! - [`feed`]: a broker connection's receive loop, liveness pings, and what its loss does.
 //! - [`hub`]: channel -> local sessions; fan-out of published messages.
 //! - [`session`]: one connection's state and command processing.
 //! - [`api`]: the HTTP publish API (`POST /publish`).
@@ -30,6 +31,7 @@ pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod delivery;
+pub mod feed;
 pub mod hub;
 pub mod logging;
 pub mod metrics;

@@ -39,10 +39,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use prometheus::core::Collector;
+use prometheus::core::{
+    Atomic, AtomicF64, AtomicU64, Collector, GenericCounter, GenericCounterVec,
+};
 use prometheus::proto::LabelPair;
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -78,6 +80,8 @@ pub struct Metrics {
     messages_dropped: Arc<Labelled<IntCounter>>,
     callback_duration: Arc<Labelled<Histogram>>,
     broker_connected: Arc<Labelled<Gauge>>,
+    broker_outages: Arc<Labelled<IntCounter>>,
+    broker_outage_seconds: Arc<Labelled<Counter>>,
     outbound_queue_bytes: IntGauge,
     slow_consumers: IntCounter,
     rate_limited: IntCounter,
@@ -128,7 +132,7 @@ impl Metrics {
             "socketshark_messages_delivered_total",
             "Messages pushed to clients (written to the socket)",
         );
-        let messages_dropped = b.int_counter_vec(
+        let messages_dropped = b.counter_vec::<AtomicU64>(
             "socketshark_messages_dropped_total",
             "Messages not pushed to a subscribed session, by reason",
             &["reason"],
@@ -142,6 +146,16 @@ impl Metrics {
         let broker_connected = b.gauge_vec(
             "socketshark_broker_connected",
             "Whether the broker connection (redis, redis_alt, memory) is up; 0 once lost or a PING went unanswered",
+            &["broker"],
+        );
+        let broker_outages = b.counter_vec::<AtomicU64>(
+            "socketshark_broker_outages_total",
+            "Broker outages ridden out by reconnecting (redis.on_loss = \"reconnect\"), counted when the connection is back",
+            &["broker"],
+        );
+        let broker_outage_seconds = b.counter_vec::<AtomicF64>(
+            "socketshark_broker_outage_seconds_total",
+            "Seconds without a broker connection, from the loss being noticed to every channel subscribed again",
             &["broker"],
         );
         let outbound_queue_bytes = b.int_gauge(
@@ -180,6 +194,8 @@ impl Metrics {
             messages_dropped,
             callback_duration,
             broker_connected,
+            broker_outages,
+            broker_outage_seconds,
             outbound_queue_bytes,
             slow_consumers,
             rate_limited,
@@ -262,6 +278,14 @@ impl Metrics {
             .with(&[broker], |g| g.set(if up { 1.0 } else { 0.0 }));
     }
 
+    /// Extra: a broker connection came back after an outage of `seconds` (`on_loss =
+    /// "reconnect"`).
+    pub fn broker_outage(&self, broker: &str, seconds: f64) {
+        self.broker_outages.with(&[broker], |c| c.inc());
+        self.broker_outage_seconds
+            .with(&[broker], |c| c.inc_by(seconds));
+    }
+
     /// Extra: the bytes currently queued for clients (all sessions).
     pub fn set_outbound_queue_bytes(&self, bytes: i64) {
         self.outbound_queue_bytes.set(bytes);
@@ -277,15 +301,17 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
-    /// Extra: a client event waited for the session's rate budget (`event_rate_policy = "delay"`).
+    /// Extra: `n` messages were pushed compressed.
     pub fn messages_compressed(&self, n: u64) {
         self.messages_compressed.inc_by(n);
     }
 
+    /// Extra: channel compression streams holding a compressor.
     pub fn set_compression_streams(&self, n: i64) {
         self.compression_streams.set(n);
     }
 
+    /// Extra: a client event waited for the session's rate budget (`event_rate_policy = "delay"`).
     pub fn rate_delayed(&self) {
         self.rate_delayed.inc();
     }
@@ -548,13 +574,14 @@ impl Builder {
         l
     }
 
-    fn int_counter_vec(
+    /// A labelled counter family, integer (`IntCounter`) or float (`Counter`).
+    fn counter_vec<P: Atomic + 'static>(
         &mut self,
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
-    ) -> Arc<Labelled<IntCounter>> {
-        let v = IntCounterVec::new(Opts::new(name, help), labels)
+    ) -> Arc<Labelled<GenericCounter<P>>> {
+        let v = GenericCounterVec::<P>::new(Opts::new(name, help), labels)
             .unwrap_or_else(|e| panic!("metric {name}: {e}"));
         let vc = v.clone();
         let l = Arc::new(Labelled::new(
@@ -618,6 +645,10 @@ socketshark_messages_delivered_total {delivered}
 # TYPE socketshark_callback_duration_seconds histogram
 {callbacks}# HELP socketshark_broker_connected Whether the broker connection (redis, redis_alt, memory) is up; 0 once lost or a PING went unanswered
 # TYPE socketshark_broker_connected gauge
+# HELP socketshark_broker_outages_total Broker outages ridden out by reconnecting (redis.on_loss = \"reconnect\"), counted when the connection is back
+# TYPE socketshark_broker_outages_total counter
+# HELP socketshark_broker_outage_seconds_total Seconds without a broker connection, from the loss being noticed to every channel subscribed again
+# TYPE socketshark_broker_outage_seconds_total counter
 # HELP socketshark_outbound_queue_bytes Bytes of frames queued for clients, all sessions together
 # TYPE socketshark_outbound_queue_bytes gauge
 socketshark_outbound_queue_bytes 0.0

@@ -4,24 +4,21 @@
 //! Each accepted connection is one task, [`crate::connection::Task`]: the handshakes here
 //! (boxed, freed once done), then the connection itself, driven by [`crate::connection`].
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::stream::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
 use crate::app::{App, ConnectionSlot};
-use crate::broker::{self, Broker, Incoming};
+use crate::broker::{self, Broker};
 use crate::config::{BrokerKind, CompressionConfig, Config};
 use crate::connection::{Accepted, Task};
+use crate::feed;
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::service::ServiceClient;
@@ -173,26 +170,18 @@ pub async fn run(cfg: Config) -> i32 {
     for (index, (b, messages)) in brokers.iter().zip(streams).enumerate() {
         let tx = trigger_tx.clone();
         let app2 = app.clone();
-        let label = b.label().to_owned();
+        let b = b.clone();
         background.push(tokio::spawn(async move {
-            receive(app2.clone(), index, messages).await;
-            tracing::error!(broker = label.as_str(), "redis unexpectedly closed");
-            app2.metrics.set_broker_connected(&label, false);
-            app2.metrics.set_ready(false);
-            let _ = tx.send(Trigger::BrokerClosed);
+            let loss = feed::run(app2.clone(), index, b, messages).await;
+            if loss == feed::Loss::Closed {
+                app2.metrics.set_ready(false);
+            }
+            // Without `on_loss = "reconnect"` a lost broker ends the process (R-RED-4/5).
+            let _ = tx.send(match loss {
+                feed::Loss::Closed => Trigger::BrokerClosed,
+                feed::Loss::PingTimeout => Trigger::BrokerPingTimeout,
+            });
         }));
-        if let Some((interval, timeout)) = b.ping_settings() {
-            let tx = trigger_tx.clone();
-            let b = b.clone();
-            let metrics = app.metrics.clone();
-            background.push(tokio::spawn(async move {
-                if ping_broker(b.clone(), interval, timeout).await {
-                    // An unanswered PING counts as a lost connection (R-RED-4).
-                    metrics.set_broker_connected(b.label(), false);
-                    let _ = tx.send(Trigger::BrokerPingTimeout);
-                }
-            }));
-        }
     }
 
     let app2 = app.clone();
@@ -301,82 +290,6 @@ async fn watch_signals((mut term, mut int): (Signal, Signal), tx: mpsc::Unbounde
         }
         tracing::info!("stop requested");
         let _ = tx.send(Trigger::Signal);
-    }
-}
-
-/// The receive loop yields to the sessions' writers after this many messages...
-const YIELD_MESSAGES: usize = 64;
-/// ... or this many payload bytes, whichever comes first.
-const YIELD_BYTES: usize = 64 * 1024;
-
-/// Hands each broker message to the hub, in order. `queue_size` is the number of messages
-/// already received from the broker and still waiting behind the current one (R-PUB-9).
-async fn receive(
-    app: Arc<App>,
-    index: usize,
-    mut messages: futures_util::stream::BoxStream<'static, Incoming>,
-) {
-    let mut batch: VecDeque<Incoming> = VecDeque::new();
-    loop {
-        let Some(first) = messages.next().await else {
-            return;
-        };
-        batch.push_back(first);
-        let mut ended = false;
-        while batch.len() < 1024 {
-            match messages.next().now_or_never() {
-                Some(Some(m)) => batch.push_back(m),
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                None => break,
-            }
-        }
-        let (mut messages_since_yield, mut bytes_since_yield) = (0, 0);
-        while let Some(m) = batch.pop_front() {
-            app.hub.dispatch(index, &m.channel, &m.payload, batch.len());
-            messages_since_yield += 1;
-            bytes_since_yield += m.payload.len();
-            if messages_since_yield == YIELD_MESSAGES || bytes_since_yield >= YIELD_BYTES {
-                // Let the sessions' writers drain what this batch queued: between two yields a
-                // session's queue grows by at most about YIELD_BYTES, far below the slow-consumer
-                // limit (4 x limits.max_outbound_bytes, which is at least 64 KiB).
-                (messages_since_yield, bytes_since_yield) = (0, 0);
-                tokio::task::yield_now().await;
-            }
-        }
-        if ended {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Pings the broker until a ping is not answered in time (returns true) or fails (false: the
-/// connection is gone, which the receive loop reports).
-async fn ping_broker(b: Arc<dyn Broker>, interval: Duration, timeout: Duration) -> bool {
-    let mut wait = interval;
-    loop {
-        tokio::time::sleep(wait).await;
-        tracing::trace!(broker = b.label(), "redis ping");
-        let sent = Instant::now();
-        match tokio::time::timeout(timeout, b.ping()).await {
-            Ok(Ok(())) => {
-                let latency = sent.elapsed();
-                tracing::trace!(
-                    broker = b.label(),
-                    latency = latency.as_secs_f64(),
-                    "redis pong"
-                );
-                wait = interval.saturating_sub(latency);
-            }
-            Ok(Err(_)) => return false,
-            Err(_) => {
-                tracing::warn!(broker = b.label(), "redis ping timeout");
-                return true;
-            }
-        }
     }
 }
 

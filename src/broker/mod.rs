@@ -48,6 +48,37 @@ pub trait Broker: Send + Sync + 'static {
 
     /// `(interval, timeout)` of liveness pings, or `None` when disabled.
     fn ping_settings(&self) -> Option<(Duration, Duration)>;
+
+    /// Whether a lost connection is re-established (`on_loss = "reconnect"`) instead of
+    /// shutting the server down.
+    fn reconnects(&self) -> bool {
+        false
+    }
+
+    /// The connection was lost or froze: drop it. Until [`Broker::reconnect`] succeeds,
+    /// `subscribe` waits for the broker to return, `unsubscribe` does nothing (the new
+    /// connection subscribes only the channels still held), `publish` and `ping` fail.
+    fn lost(&self) {}
+
+    /// Opens a new connection and installs it; returns its message stream.
+    fn reconnect(
+        self: std::sync::Arc<Self>,
+    ) -> BoxFuture<Result<BoxStream<'static, Incoming>, String>> {
+        Box::pin(std::future::ready(Err(
+            "this broker does not reconnect".to_owned()
+        )))
+    }
+
+    /// Subscribes these channels (prefix included) on the current connection, pipelined in
+    /// batches; issued before this returns. Resolves when every one is confirmed.
+    fn resubscribe(&self, channels: Vec<String>) -> BoxFuture<Result<(), String>> {
+        drop(channels);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Every held channel is subscribed again: subscriptions waiting for the broker to return
+    /// resolve.
+    fn recovered(&self) {}
 }
 
 /// A connected broker and the stream of its messages. The stream ends when the connection is

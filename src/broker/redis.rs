@@ -1,29 +1,55 @@
 //! Redis PUBSUB broker (R-RED): one connection per configured Redis carries every channel
-//! subscription and the liveness PINGs. The connection is never re-established: when it is lost
-//! the server shuts down (R-RED-5), so clients reconnect to another instance.
+//! subscription and the liveness PINGs. With `on_loss = "shutdown"` (the default, R-RED-5) the
+//! connection is never re-established: when it is lost the server shuts down, so clients
+//! reconnect to another instance. With `on_loss = "reconnect"` the server's feed
+//! ([`crate::feed`]) drops it ([`Broker::lost`]), opens a new one ([`Broker::reconnect`]) and
+//! subscribes every held channel again ([`Broker::resubscribe`]); meanwhile subscriptions wait.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use futures_util::stream::BoxStream;
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use tokio::sync::watch;
 
 use super::{BoxFuture, Broker, Connected, Incoming};
-use crate::config::RedisConfig;
+use crate::config::{OnLoss, RedisConfig};
 
 /// How long connecting (and the first PING) may take before startup fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// With `on_loss = "reconnect"`: how long a subscription waits for a lost broker to return
+/// before it fails (the client then gets the usual failed-subscription answer).
+pub const OUTAGE_WAIT: Duration = Duration::from_secs(10);
+
+/// Channels per SUBSCRIBE command when subscribing every held channel again.
+const RESUBSCRIBE_BATCH: usize = 1000;
+
 pub struct RedisBroker {
     label: String,
     prefix: String,
+    client: redis::Client,
+    /// `label: host:port`, for errors.
+    at: String,
+    /// Whether to open a publisher connection (the HTTP publish API is on).
+    publish: bool,
+    on_loss: OnLoss,
+    /// The current connection; `None` while it is lost (`on_loss = "reconnect"`).
+    link: Mutex<Option<Link>>,
+    /// Counts recoveries: bumped when every held channel is subscribed again after a loss.
+    recoveries: watch::Sender<u64>,
+    ping: Option<(Duration, Duration)>,
+}
+
+/// One connection to Redis.
+struct Link {
     sink: PubSubSink,
     /// A second, ordinary connection for PUBLISH (a subscriber connection cannot publish); only
     /// opened when the HTTP publish API is on.
-    publisher: Option<redis::aio::MultiplexedConnection>,
-    ping: Option<(Duration, Duration)>,
+    publisher: Option<MultiplexedConnection>,
 }
 
 /// Connects, selects the database, and checks that Redis supports PING in subscriber mode
@@ -36,20 +62,6 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
     };
     let url = format!("redis://{}:{}/{}", host, cfg.port.0, cfg.db);
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("{label}: {e}"))?;
-    let at = format!("{label}: {}:{}", cfg.host, cfg.port.0);
-    let pubsub = within(&at, client.get_async_pubsub()).await?;
-    let (mut sink, stream) = pubsub.split();
-    let publisher = if publish {
-        Some(within(&at, client.get_multiplexed_async_connection()).await?)
-    } else {
-        None
-    };
-    tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<redis::Value>())
-        .await
-        .map_err(|_| format!("{label}: PING timed out"))?
-        .map_err(|e| {
-            format!("{label}: PING in subscriber mode failed (Redis >= 3.2 required): {e}")
-        })?;
     let ping = if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
         None
     } else {
@@ -58,17 +70,59 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
     let broker = Arc::new(RedisBroker {
         label: label.to_owned(),
         prefix: cfg.channel_prefix.clone(),
-        sink,
-        publisher,
+        client,
+        at: format!("{label}: {}:{}", cfg.host, cfg.port.0),
+        publish,
+        on_loss: cfg.on_loss,
+        link: Mutex::new(None),
+        recoveries: watch::Sender::new(0),
         ping,
     });
-    let messages = stream
-        .map(|msg| Incoming {
-            channel: msg.get_channel_name().to_owned(),
-            payload: msg.get_payload_bytes().to_vec(),
-        })
-        .boxed();
+    let messages = broker.open().await?;
     Ok(Connected { broker, messages })
+}
+
+impl RedisBroker {
+    /// Opens a connection (and the publisher), checks PING in subscriber mode, installs it and
+    /// returns its message stream.
+    async fn open(&self) -> Result<BoxStream<'static, Incoming>, String> {
+        let (label, at) = (&self.label, &self.at);
+        let pubsub = within(at, self.client.get_async_pubsub()).await?;
+        let (mut sink, stream) = pubsub.split();
+        let publisher = if self.publish {
+            Some(within(at, self.client.get_multiplexed_async_connection()).await?)
+        } else {
+            None
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<redis::Value>())
+            .await
+            .map_err(|_| format!("{label}: PING timed out"))?
+            .map_err(|e| {
+                format!("{label}: PING in subscriber mode failed (Redis >= 3.2 required): {e}")
+            })?;
+        *self.link.lock().unwrap() = Some(Link { sink, publisher });
+        Ok(stream
+            .map(|msg| Incoming {
+                channel: msg.get_channel_name().to_owned(),
+                payload: msg.get_payload_bytes().to_vec(),
+            })
+            .boxed())
+    }
+
+    fn sink(&self) -> Option<PubSubSink> {
+        self.link.lock().unwrap().as_ref().map(|l| l.sink.clone())
+    }
+
+    /// Resolves once the broker recovered after `seen` recoveries.
+    fn recovery_after(&self, seen: u64) -> impl Future<Output = Result<(), String>> + use<> {
+        let mut rx = self.recoveries.subscribe();
+        async move {
+            rx.wait_for(|n| *n > seen)
+                .await
+                .map(|_| ())
+                .map_err(|_| "the broker is stopped".to_owned())
+        }
+    }
 }
 
 /// Connecting, bounded by [`CONNECT_TIMEOUT`], with errors that say where (`at`).
@@ -107,13 +161,47 @@ impl Broker for RedisBroker {
     }
 
     fn subscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
-        let mut sink = self.sink.clone();
-        let channel = channel.to_owned();
-        issue_now(async move { sink.subscribe(&channel).await.map_err(|e| e.to_string()) })
+        let seen = *self.recoveries.borrow();
+        let issued = self.sink().map(|mut sink| {
+            let channel = channel.to_owned();
+            issue_now(async move { sink.subscribe(&channel).await.map_err(|e| e.to_string()) })
+        });
+        if self.on_loss == OnLoss::Shutdown {
+            return issued.unwrap_or_else(|| Box::pin(std::future::ready(Err(lost()))));
+        }
+        // Reconnecting: a channel held in the hub is subscribed again on the next connection,
+        // so a request that fails with the connection, or cannot be sent while it is down,
+        // succeeds when the broker has recovered.
+        let recovered = self.recovery_after(seen);
+        Box::pin(async move {
+            let outcome = tokio::time::timeout(OUTAGE_WAIT, async move {
+                let Some(issued) = issued else {
+                    return recovered.await;
+                };
+                tokio::pin!(recovered);
+                tokio::select! {
+                    r = issued => match r {
+                        Ok(()) => Ok(()),
+                        Err(_) => recovered.await,
+                    },
+                    r = &mut recovered => r,
+                }
+            })
+            .await;
+            outcome.unwrap_or_else(|_| {
+                Err(format!(
+                    "redis unavailable: not back within {} s",
+                    OUTAGE_WAIT.as_secs()
+                ))
+            })
+        })
     }
 
     fn unsubscribe(&self, channel: &str) {
-        let mut sink = self.sink.clone();
+        let Some(mut sink) = self.sink() else {
+            // Lost: the next connection subscribes only the channels still held.
+            return;
+        };
         let channel = channel.to_owned();
         // Queued now; the confirmation is not awaited.
         drop(issue_now(async move {
@@ -122,7 +210,13 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
-        let Some(mut conn) = self.publisher.clone() else {
+        let link = self.link.lock().unwrap();
+        let conn = match link.as_ref() {
+            None => return Box::pin(std::future::ready(Err(lost()))),
+            Some(l) => l.publisher.clone(),
+        };
+        drop(link);
+        let Some(mut conn) = conn else {
             return Box::pin(std::future::ready(Err(
                 "this broker was connected without a publisher".to_owned(),
             )));
@@ -140,7 +234,9 @@ impl Broker for RedisBroker {
     }
 
     fn ping(&self) -> BoxFuture<Result<(), String>> {
-        let mut sink = self.sink.clone();
+        let Some(mut sink) = self.sink() else {
+            return Box::pin(std::future::ready(Err(lost())));
+        };
         issue_now(async move {
             sink.ping::<redis::Value>()
                 .await
@@ -152,4 +248,46 @@ impl Broker for RedisBroker {
     fn ping_settings(&self) -> Option<(Duration, Duration)> {
         self.ping
     }
+
+    fn reconnects(&self) -> bool {
+        self.on_loss == OnLoss::Reconnect
+    }
+
+    fn lost(&self) {
+        // Dropping the sink and publisher here and the stream in the feed ends the connection's
+        // driver task, which fails every request still waiting on it.
+        self.link.lock().unwrap().take();
+    }
+
+    fn reconnect(self: Arc<Self>) -> BoxFuture<Result<BoxStream<'static, Incoming>, String>> {
+        Box::pin(async move { self.open().await })
+    }
+
+    fn resubscribe(&self, channels: Vec<String>) -> BoxFuture<Result<(), String>> {
+        let Some(sink) = self.sink() else {
+            return Box::pin(std::future::ready(Err(lost())));
+        };
+        let batches: Vec<_> = channels
+            .chunks(RESUBSCRIBE_BATCH)
+            .map(|batch| {
+                let (mut sink, batch) = (sink.clone(), batch.to_vec());
+                issue_now(async move { sink.subscribe(batch).await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        Box::pin(async move {
+            for b in batches {
+                b.await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recovered(&self) {
+        self.recoveries.send_modify(|n| *n += 1);
+    }
+}
+
+/// The error of a request made while the connection is lost.
+fn lost() -> String {
+    "redis unavailable: reconnecting".to_owned()
 }

@@ -80,6 +80,18 @@ impl Session {
         let me: Arc<dyn Member> = self.strong();
         if let Err(e) = self.app.hub.acquire(name, me).await {
             self.abandon(name);
+            if self.app.hub.brokers().iter().any(|b| b.reconnects()) {
+                // The broker did not come back within the wait: the session stays open and the
+                // client may try again (`on_loss = "reconnect"`).
+                tracing::warn!(
+                    session = self.id,
+                    subscription = name,
+                    error = e.as_str(),
+                    "subscription failed: broker unavailable"
+                );
+                let text = Value::String(proto::ERR_SERVICE_UNAVAILABLE.into());
+                return self.error_reply(ev, name, &text, &extra, None);
+            }
             return Err(unhandled(
                 Some(name),
                 Some(extra),

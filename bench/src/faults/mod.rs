@@ -7,6 +7,7 @@ mod churn;
 mod hostile;
 mod procs;
 mod redis_faults;
+mod redis_reconnect;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -225,12 +226,22 @@ pub async fn run(args: FaultsArgs) -> Result<(Value, bool), String> {
     let only: Vec<String> = args
         .only
         .as_deref()
-        .unwrap_or("redis-kill,redis-stop,service,churn,hostile")
+        .unwrap_or(
+            "redis-kill,redis-stop,redis-kill-reconnect,redis-stop-reconnect,service,churn,hostile",
+        )
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let known = ["redis-kill", "redis-stop", "service", "churn", "hostile"];
+    let known = [
+        "redis-kill",
+        "redis-stop",
+        "redis-kill-reconnect",
+        "redis-stop-reconnect",
+        "service",
+        "churn",
+        "hostile",
+    ];
     if let Some(bad) = only.iter().find(|r| !known.contains(&r.as_str())) {
         return Err(format!("unknown row {bad}; rows: {}", known.join(", ")));
     }
@@ -251,6 +262,12 @@ pub async fn run(args: FaultsArgs) -> Result<(Value, bool), String> {
         let result = match name.as_str() {
             "redis-kill" => redis_faults::kill(&ctx).await,
             "redis-stop" => redis_faults::stop(&ctx).await,
+            "redis-kill-reconnect" => {
+                redis_reconnect::run(&ctx, redis_reconnect::Fault::Kill).await
+            }
+            "redis-stop-reconnect" => {
+                redis_reconnect::run(&ctx, redis_reconnect::Fault::Stop).await
+            }
             "service" => service::run(&ctx).await,
             "churn" => churn::run(&ctx).await,
             _ => hostile::run(&ctx).await,

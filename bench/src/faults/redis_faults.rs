@@ -15,31 +15,31 @@ use super::procs::metric;
 use super::{Ctx, Row, ServerSetup, ms, progress};
 use crate::client::{self, Frame, Target, now_us};
 
-const NOT_SET: u64 = u64::MAX;
+pub(super) const NOT_SET: u64 = u64::MAX;
 
 /// One client's counters (it keeps them across reconnections).
 #[derive(Default)]
-struct ClientStat {
-    after_mark: AtomicU64,
-    last_seq: AtomicU64,
+pub(super) struct ClientStat {
+    pub(super) after_mark: AtomicU64,
+    pub(super) last_seq: AtomicU64,
     has_last: AtomicBool,
-    dups: AtomicU64,
+    pub(super) dups: AtomicU64,
 }
 
 /// Clients that reconnect and resubscribe whenever the server closes them.
-struct Fleet {
+pub(super) struct Fleet {
     topics: u64,
     /// The first seq published after recovery (`NOT_SET` before).
-    mark: Arc<AtomicU64>,
-    subscribed_now: AtomicU64,
+    pub(super) mark: Arc<AtomicU64>,
+    pub(super) subscribed_now: AtomicU64,
     /// (generation, how the connection ended) -> clients.
     closes: Mutex<BTreeMap<(u64, String), u64>>,
     /// now_us of the first delivery received on a reconnected session.
     first_rx_reconnected_us: AtomicU64,
-    wrong_topic: AtomicU64,
+    pub(super) wrong_topic: AtomicU64,
     unexpected: AtomicU64,
-    failures: Mutex<Vec<String>>,
-    stats: Vec<ClientStat>,
+    pub(super) failures: Mutex<Vec<String>>,
+    pub(super) stats: Vec<ClientStat>,
 }
 
 impl Fleet {
@@ -122,20 +122,22 @@ async fn fleet_client(fleet: Arc<Fleet>, target: Arc<Target>, i: usize) {
 
 /// A Redis publisher at a fixed rate that survives Redis going away (it reconnects), counting
 /// per topic the messages acknowledged by Redis with a seq at or after the mark.
-struct Publisher {
+pub(super) struct Publisher {
     redis_url: String,
     topics: u64,
     rate: f64,
     mark: Arc<AtomicU64>,
-    next_seq: AtomicU64,
-    published: AtomicU64,
-    failed: AtomicU64,
-    after_mark: Vec<AtomicU64>,
-    no_receiver_after_mark: AtomicU64,
-    stop: AtomicBool,
+    pub(super) next_seq: AtomicU64,
+    pub(super) published: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) after_mark: Vec<AtomicU64>,
+    pub(super) no_receiver_after_mark: AtomicU64,
+    /// PUBLISHes Redis acknowledged with no subscriber, whenever.
+    pub(super) no_receiver: AtomicU64,
+    pub(super) stop: AtomicBool,
 }
 
-fn payload(topic: u64, seq: u64) -> (String, String) {
+pub(super) fn payload(topic: u64, seq: u64) -> (String, String) {
     let sub = format!("f.t{topic}");
     let p = format!(
         r#"{{"subscription": "{sub}", "data": {{"seq": {seq}, "ts": {}}}}}"#,
@@ -144,7 +146,7 @@ fn payload(topic: u64, seq: u64) -> (String, String) {
     (sub, p)
 }
 
-async fn connect_redis(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+pub(super) async fn connect_redis(url: &str) -> Option<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(url).ok()?;
     tokio::time::timeout(
         Duration::from_millis(500),
@@ -167,6 +169,7 @@ impl Publisher {
             failed: AtomicU64::new(0),
             after_mark: (0..topics).map(|_| AtomicU64::new(0)).collect(),
             no_receiver_after_mark: AtomicU64::new(0),
+            no_receiver: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         }
     }
@@ -209,6 +212,9 @@ impl Publisher {
                     self.published.fetch_add(n, Relaxed);
                     let mark = self.mark.load(Relaxed);
                     for (seq, r) in seqs.iter().zip(receivers) {
+                        if r < 1 {
+                            self.no_receiver.fetch_add(1, Relaxed);
+                        }
                         if *seq >= mark {
                             self.after_mark[(*seq % self.topics) as usize].fetch_add(1, Relaxed);
                             if r < 1 {
@@ -226,14 +232,14 @@ impl Publisher {
     }
 }
 
-struct Running {
-    fleet: Arc<Fleet>,
+pub(super) struct Running {
+    pub(super) fleet: Arc<Fleet>,
     tasks: Vec<JoinHandle<()>>,
-    publisher: Arc<Publisher>,
-    pub_task: JoinHandle<()>,
+    pub(super) publisher: Arc<Publisher>,
+    pub(super) pub_task: JoinHandle<()>,
 }
 
-async fn start_load(
+pub(super) async fn start_load(
     url: &str,
     redis_url: String,
     clients: usize,
@@ -288,7 +294,7 @@ async fn wait_subscribed(fleet: &Fleet, n: u64, timeout: Duration) -> Result<(),
 }
 
 impl Running {
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.publisher.stop.store(true, Relaxed);
         self.pub_task.abort();
         for t in &self.tasks {
@@ -297,7 +303,7 @@ impl Running {
     }
 
     /// Close outcomes of a generation, e.g. {"close 1000": 1000}.
-    fn closes(&self, generation: u64) -> BTreeMap<String, u64> {
+    pub(super) fn closes(&self, generation: u64) -> BTreeMap<String, u64> {
         self.fleet
             .closes
             .lock()
@@ -308,7 +314,7 @@ impl Running {
             .collect()
     }
 
-    fn received_after_mark(&self) -> u64 {
+    pub(super) fn received_after_mark(&self) -> u64 {
         self.fleet
             .stats
             .iter()
@@ -316,14 +322,14 @@ impl Running {
             .sum()
     }
 
-    fn expected_after_mark(&self) -> u64 {
+    pub(super) fn expected_after_mark(&self) -> u64 {
         (0..self.fleet.stats.len())
             .map(|i| self.publisher.after_mark[i % self.fleet.topics as usize].load(Relaxed))
             .sum()
     }
 
     /// Waits until every expected delivery arrived, or nothing arrived for 2 s (30 s at most).
-    async fn drain(&self) {
+    pub(super) async fn drain(&self) {
         let start = Instant::now();
         let (mut last, mut since) = (self.received_after_mark(), Instant::now());
         while self.received_after_mark() < self.expected_after_mark()
@@ -339,7 +345,7 @@ impl Running {
     }
 }
 
-fn close_summary(m: &BTreeMap<String, u64>) -> String {
+pub(super) fn close_summary(m: &BTreeMap<String, u64>) -> String {
     m.iter()
         .map(|(k, v)| format!("{v} × {k}"))
         .collect::<Vec<_>>()
@@ -360,13 +366,16 @@ pub async fn kill(ctx: &Ctx) -> Result<Vec<Row>, String> {
         ),
     );
     let mut redis = ctx.redis().await?;
+    let (svc_port, callbacks) = super::redis_reconnect::counting_service().await?;
     let setup = ServerSetup::write(
         ctx,
         "kill",
         redis.port,
         "",
         "",
-        "[services.f]\nrequire_authentication = false\n",
+        &format!(
+            "[services.f]\nrequire_authentication = false\non_subscribe = \"http://127.0.0.1:{svc_port}/on_subscribe\"\n"
+        ),
     )?;
     let server = setup.start(ctx).await?;
     progress(format!("redis-kill: {clients} clients subscribing"));
@@ -377,6 +386,7 @@ pub async fn kill(ctx: &Ctx) -> Result<Vec<Row>, String> {
         "redis-kill: {published_before} published; SIGKILL redis-server (pid {:?})",
         redis.pid()
     ));
+    let callbacks_before = callbacks.load(Relaxed);
     let t_kill = Instant::now();
     redis.kill();
     let detect = server
@@ -424,6 +434,105 @@ pub async fn kill(ctx: &Ctx) -> Result<Vec<Row>, String> {
         ms(t_resub - t_restart)
     ));
     tokio::time::sleep(Duration::from_secs_f64(post)).await;
+    let Tally {
+        deaf_topics,
+        deaf_publish,
+        expected,
+        received,
+        lost,
+        dups,
+        wrong,
+    } = probe(&run, &redis.url(), &mut row).await;
+    let first_rx = run.fleet.first_rx_reconnected_us.load(Relaxed);
+    let first_rx_ms =
+        (first_rx != NOT_SET).then(|| (first_rx.saturating_sub(t_restart_us)) as f64 / 1000.0);
+    let closes_after = run.closes(1);
+    let callbacks_after = callbacks.load(Relaxed) - callbacks_before;
+    run.stop();
+    let panics = [panics_first, server.panics()].concat();
+    let exit2 = server.stop(Duration::from_secs(30)).await;
+    row.check(lost == 0, || {
+        format!("{lost} deliveries published after recovery were lost")
+    });
+    row.check(deaf_topics.is_empty() && deaf_publish == 0, || {
+        format!("deaf channels after recovery: {deaf_topics:?} (PUBLISH reached no subscriber: {deaf_publish})")
+    });
+    row.check(dups == 0 && wrong == 0, || {
+        format!("{dups} duplicates, {wrong} wrong-topic deliveries")
+    });
+    row.check(
+        run.publisher.no_receiver_after_mark.load(Relaxed) == 0,
+        || "a PUBLISH after recovery reached no subscriber".into(),
+    );
+    row.check(closes_after.is_empty(), || {
+        format!(
+            "clients closed after recovery: {}",
+            close_summary(&closes_after)
+        )
+    });
+    row.check(first_rx_ms.is_some(), || {
+        "no reconnected client received a message".into()
+    });
+    row.check(panics.is_empty(), || format!("server panicked: {panics:?}"));
+    row.check(exit2 == Some(0), || {
+        format!("restarted server: exit {exit2:?} on SIGTERM")
+    });
+    let detect_ms = detect.map(|t| ms(t - t_kill));
+    let exit_ms = exit.map(|(t, _)| ms(t - t_kill));
+    row.outcome = format!(
+        "clients: {}; server logged `redis unexpectedly closed`, exit {}; after restart {} clients resubscribed, lost after recovery {lost}, deaf channels {} of {topics}; callbacks in the recovery {callbacks_after} (on_subscribe, one per client)",
+        close_summary(&closes),
+        exit.and_then(|e| e.1)
+            .map_or("none".into(), |c| c.to_string()),
+        run.fleet
+            .subscribed_now
+            .load(Relaxed)
+            .max(clients as u64 * resub.is_ok() as u64),
+        deaf_topics.len() + deaf_publish as usize,
+    );
+    row.figure = format!(
+        "detection {} ms, exit {} ms after the kill; Redis restart → server ready {} ms, → first message on a reconnected client {} ms, → all {clients} resubscribed {} ms; {expected} deliveries expected after recovery, {received} received",
+        fmt_opt(detect_ms),
+        fmt_opt(exit_ms),
+        ms(t_ready - t_restart),
+        fmt_opt(first_rx_ms.map(|v| (v * 10.0).round() / 10.0)),
+        ms(t_resub - t_restart),
+    );
+    row.json = json!({
+        "clients": clients, "topics": topics, "rate": rate,
+        "published_before_kill": published_before,
+        "close_codes": closes,
+        "detection_ms": detect_ms, "exit_ms": exit_ms, "exit_code": exit.and_then(|e| e.1),
+        "redis_up_ms": ms(t_redis_up - t_restart),
+        "server_ready_ms": ms(t_ready - t_restart),
+        "first_message_after_restart_ms": first_rx_ms,
+        "all_resubscribed_ms": ms(t_resub - t_restart),
+        "expected_after_recovery": expected, "received_after_recovery": received,
+        "lost_after_recovery": lost, "deaf_channels": deaf_topics.len() as u64 + deaf_publish,
+        "duplicates": dups, "wrong_topic": wrong,
+        "callbacks_after_outage": callbacks_after,
+        "publish_failed_during_outage": run.publisher.failed.load(Relaxed),
+        "client_problems": *run.fleet.failures.lock().unwrap(),
+        "panics": panics,
+    });
+    Ok(vec![row])
+}
+
+/// What the fleet received after the mark, once every channel was probed.
+pub(super) struct Tally {
+    pub(super) deaf_topics: Vec<u64>,
+    pub(super) deaf_publish: u64,
+    pub(super) expected: u64,
+    pub(super) received: u64,
+    pub(super) lost: u64,
+    pub(super) dups: u64,
+    pub(super) wrong: u64,
+}
+
+/// Stops the publisher, PUBLISHes one message on every channel (a seq of that channel), waits
+/// for the deliveries and counts what arrived after the mark.
+pub(super) async fn probe(run: &Running, redis_url: &str, row: &mut Row) -> Tally {
+    let topics = run.fleet.topics;
     run.publisher.stop.store(true, Relaxed);
     tokio::time::sleep(Duration::from_millis(50)).await;
     run.pub_task.abort();
@@ -431,7 +540,7 @@ pub async fn kill(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let mut next = run.publisher.next_seq.load(Relaxed);
     next = next.div_ceil(topics) * topics;
     let mut deaf_publish = 0u64;
-    let probe_conn = connect_redis(&redis.url()).await;
+    let probe_conn = connect_redis(redis_url).await;
     let mut probe_seq = vec![0u64; topics as usize];
     if let Some(mut c) = probe_conn {
         for k in 0..topics {
@@ -479,80 +588,18 @@ pub async fn kill(ctx: &Ctx) -> Result<Vec<Row>, String> {
         .sum();
     let dups: u64 = run.fleet.stats.iter().map(|s| s.dups.load(Relaxed)).sum();
     let wrong = run.fleet.wrong_topic.load(Relaxed);
-    let first_rx = run.fleet.first_rx_reconnected_us.load(Relaxed);
-    let first_rx_ms =
-        (first_rx != NOT_SET).then(|| (first_rx.saturating_sub(t_restart_us)) as f64 / 1000.0);
-    let closes_after = run.closes(1);
-    run.stop();
-    let panics = [panics_first, server.panics()].concat();
-    let exit2 = server.stop(Duration::from_secs(30)).await;
-    row.check(lost == 0, || {
-        format!("{lost} deliveries published after recovery were lost")
-    });
-    row.check(deaf_topics.is_empty() && deaf_publish == 0, || {
-        format!("deaf channels after recovery: {deaf_topics:?} (PUBLISH reached no subscriber: {deaf_publish})")
-    });
-    row.check(dups == 0 && wrong == 0, || {
-        format!("{dups} duplicates, {wrong} wrong-topic deliveries")
-    });
-    row.check(
-        run.publisher.no_receiver_after_mark.load(Relaxed) == 0,
-        || "a PUBLISH after recovery reached no subscriber".into(),
-    );
-    row.check(closes_after.is_empty(), || {
-        format!(
-            "clients closed after recovery: {}",
-            close_summary(&closes_after)
-        )
-    });
-    row.check(first_rx_ms.is_some(), || {
-        "no reconnected client received a message".into()
-    });
-    row.check(panics.is_empty(), || format!("server panicked: {panics:?}"));
-    row.check(exit2 == Some(0), || {
-        format!("restarted server: exit {exit2:?} on SIGTERM")
-    });
-    let detect_ms = detect.map(|t| ms(t - t_kill));
-    let exit_ms = exit.map(|(t, _)| ms(t - t_kill));
-    row.outcome = format!(
-        "clients: {}; server logged `redis unexpectedly closed`, exit {}; after restart {} clients resubscribed, lost after recovery {lost}, deaf channels {} of {topics}",
-        close_summary(&closes),
-        exit.and_then(|e| e.1)
-            .map_or("none".into(), |c| c.to_string()),
-        run.fleet
-            .subscribed_now
-            .load(Relaxed)
-            .max(clients as u64 * resub.is_ok() as u64),
-        deaf_topics.len() + deaf_publish as usize,
-    );
-    row.figure = format!(
-        "detection {} ms, exit {} ms after the kill; Redis restart → server ready {} ms, → first message on a reconnected client {} ms, → all {clients} resubscribed {} ms; {expected} deliveries expected after recovery, {received} received",
-        fmt_opt(detect_ms),
-        fmt_opt(exit_ms),
-        ms(t_ready - t_restart),
-        fmt_opt(first_rx_ms.map(|v| (v * 10.0).round() / 10.0)),
-        ms(t_resub - t_restart),
-    );
-    row.json = json!({
-        "clients": clients, "topics": topics, "rate": rate,
-        "published_before_kill": published_before,
-        "close_codes": closes,
-        "detection_ms": detect_ms, "exit_ms": exit_ms, "exit_code": exit.and_then(|e| e.1),
-        "redis_up_ms": ms(t_redis_up - t_restart),
-        "server_ready_ms": ms(t_ready - t_restart),
-        "first_message_after_restart_ms": first_rx_ms,
-        "all_resubscribed_ms": ms(t_resub - t_restart),
-        "expected_after_recovery": expected, "received_after_recovery": received,
-        "lost_after_recovery": lost, "deaf_channels": deaf_topics.len() as u64 + deaf_publish,
-        "duplicates": dups, "wrong_topic": wrong,
-        "publish_failed_during_outage": run.publisher.failed.load(Relaxed),
-        "client_problems": *run.fleet.failures.lock().unwrap(),
-        "panics": panics,
-    });
-    Ok(vec![row])
+    Tally {
+        deaf_topics,
+        deaf_publish,
+        expected,
+        received,
+        lost,
+        dups,
+        wrong,
+    }
 }
 
-fn fmt_opt(v: Option<f64>) -> String {
+pub(super) fn fmt_opt(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| v.to_string())
 }
 

@@ -1,0 +1,220 @@
+//! Issue 20: riding out a broker outage with `[redis] on_loss = "reconnect"`.
+//!
+//! 200 authenticated clients on 20 topics; Redis is SIGKILLed and restarted after 3 s, or
+//! SIGSTOPped for 5 s. Every client stays connected, every topic delivers again once the broker
+//! is back, no client callback is replayed (no auth, no subscribe), and a subscribe sent during
+//! the outage is answered once the broker is back. `on_loss = "shutdown"` (the default) is
+//! covered by T-50/T-51 in lifecycle.rs.
+
+mod common;
+use common::*;
+
+const CLIENTS: usize = 200;
+const TOPICS: usize = 20;
+
+fn reconnecting(cfg: &mut Config) {
+    cfg.merge(
+        "redis",
+        json!({"on_loss": "reconnect", "ping_interval": 0.2, "ping_timeout": 0.5}),
+    );
+    cfg.set(
+        "metrics.prometheus",
+        json!({"host": "127.0.0.1", "port": 0}),
+    );
+}
+
+fn topic(i: usize) -> String {
+    format!("simple.t{}", i % TOPICS)
+}
+
+/// `CLIENTS` authenticated clients, client `i` subscribed to `topic(i)`.
+async fn subscribed_clients(env: &TestEnv) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = env.auth_client().await;
+        subscribe_ok(&mut c, &topic(i)).await;
+        clients.push(c);
+    }
+    let names: Vec<String> = (0..TOPICS).map(topic).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.redis.wait_channels(&names, secs(10.0)).await;
+    clients
+}
+
+/// Publishes one message per topic and asserts that every client receives exactly its topic's.
+async fn every_topic_delivers(env: &TestEnv, clients: &mut [Client], round: &str) {
+    for t in 0..TOPICS {
+        let name = topic(t);
+        let n = env
+            .redis
+            .publish_json(&name, &service_message(&name, json!({"round": round})))
+            .await;
+        assert_eq!(
+            n, 1,
+            "{round}: {name} has {n} Redis subscribers, expected 1"
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let m = c.recv().await;
+        assert_eq!(m["subscription"], topic(i), "{round}: client {i} got {m}");
+        assert_eq!(
+            m["data"],
+            json!({"round": round}),
+            "{round}: client {i} got {m}"
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate().take(10) {
+        assert_eq!(
+            c.recv_timeout(ms(50)).await,
+            None,
+            "{round}: client {i}: a duplicate"
+        );
+    }
+}
+
+async fn metric(env: &TestEnv, sample: &str) -> f64 {
+    let port = env.server.metrics_port().await.expect("metrics port");
+    let r = http_get(port, "/metrics").await;
+    prom_value(&r.body, sample).unwrap_or_else(|| panic!("no {sample} in\n{}", r.body))
+}
+
+/// Runs one outage (`outage` breaks Redis, `restore` brings it back) and checks everything the
+/// issue asks of `reconnect`.
+async fn ride_out(name: &str, outage: impl AsyncFnOnce(&Redis), restore: impl AsyncFnOnce(&Redis)) {
+    let env = TestEnv::start_with(reconnecting).await;
+    let mut clients = subscribed_clients(&env).await;
+    every_topic_delivers(&env, &mut clients, "before").await;
+    let auth_calls = env.svc.calls("/auth");
+    let broker = r#"{broker="redis"}"#;
+    assert_eq!(
+        metric(&env, &format!("socketshark_broker_connected{broker}")).await,
+        1.0
+    );
+
+    let mark = env.server.log_mark();
+    outage(&env.redis).await;
+    env.server
+        .wait_log_since(
+            mark,
+            |l| is_event(l, "redis connection lost: sessions stay open, reconnecting"),
+            secs(5.0),
+        )
+        .await;
+    assert_eq!(
+        metric(&env, &format!("socketshark_broker_connected{broker}")).await,
+        0.0
+    );
+    // A subscribe during the outage waits for the broker.
+    let mut late = env.client().await;
+    late.send(&json!({"event": "subscribe", "subscription": "simple.late"}))
+        .await;
+    restore(&env.redis).await;
+    let back = env
+        .server
+        .wait_log_since(mark, |l| is_event(l, "redis reconnected"), secs(10.0))
+        .await;
+    eprintln!("{name}: {back}");
+    assert_eq!(back["channels"], json!(TOPICS + 1), "{back}");
+    let r = late.recv().await;
+    assert_eq!(
+        r,
+        json!({"event": "subscribe", "status": "ok", "subscription": "simple.late"})
+    );
+
+    every_topic_delivers(&env, &mut clients, "after").await;
+    env.redis
+        .publish_json("simple.late", &service_message("simple.late", json!(1)))
+        .await;
+    assert_eq!(late.recv().await["data"], json!(1));
+    for (i, c) in clients.iter().enumerate() {
+        assert!(!c.is_closed(), "{name}: client {i} was disconnected");
+    }
+    assert!(env.server.is_running());
+    assert_eq!(env.svc.calls("/auth"), auth_calls, "{name}: auth replayed");
+    assert_eq!(
+        metric(&env, &format!("socketshark_broker_connected{broker}")).await,
+        1.0
+    );
+    assert_eq!(
+        metric(&env, &format!("socketshark_broker_outages_total{broker}")).await,
+        1.0
+    );
+    let secs_out = metric(
+        &env,
+        &format!("socketshark_broker_outage_seconds_total{broker}"),
+    )
+    .await;
+    assert!(
+        secs_out > 1.0 && secs_out < 15.0,
+        "outage seconds {secs_out}"
+    );
+    env.server.stop(secs(10.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_rides_out_a_redis_killed_and_restarted_after_3_s() {
+    ride_out(
+        "kill",
+        async |r: &Redis| r.stop(),
+        async |r: &Redis| {
+            sleep_ms(3000).await;
+            r.restart().await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_rides_out_a_redis_frozen_for_5_s() {
+    ride_out(
+        "freeze",
+        async |r: &Redis| r.freeze(),
+        async |r: &Redis| {
+            sleep_ms(5000).await;
+            r.unfreeze();
+        },
+    )
+    .await;
+}
+
+/// While Redis is down, a subscribe waits at most 10 s, then fails like any broker failure
+/// (the client is told, the session stays open); the hub does not keep the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_during_a_long_outage_fails_after_10_s_and_the_session_stays() {
+    let env = TestEnv::start_with(reconnecting).await;
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, "simple.kept").await;
+    let mark = env.server.log_mark();
+    env.redis.stop();
+    env.server
+        .wait_log_since(
+            mark,
+            |l| is_event(l, "redis unexpectedly closed"),
+            secs(5.0),
+        )
+        .await;
+    let t0 = std::time::Instant::now();
+    c.send(&json!({"event": "subscribe", "subscription": "simple.lost"}))
+        .await;
+    let r = c
+        .recv_timeout(secs(15.0))
+        .await
+        .expect("no answer within 15 s");
+    let took = t0.elapsed().as_secs_f64();
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(r["error"], "Service unavailable.", "{r}");
+    assert!((9.0..12.0).contains(&took), "answered after {took:.1} s");
+    env.redis.restart().await;
+    let back = env
+        .server
+        .wait_log_since(mark, |l| is_event(l, "redis reconnected"), secs(10.0))
+        .await;
+    assert_eq!(back["channels"], json!(1), "{back}");
+    env.redis.wait_channels(&["simple.kept"], secs(5.0)).await;
+    env.redis
+        .publish_json("simple.kept", &service_message("simple.kept", json!(2)))
+        .await;
+    assert_eq!(c.recv().await["data"], json!(2));
+    assert!(!c.is_closed());
+    env.server.stop(secs(10.0)).await;
+}

@@ -7,8 +7,10 @@
 # Needs wrk (apt-get install -y wrk) and redis-server. The server runs pinned to CPU 0, wrk and
 # redis-server to CPU 1. No client is subscribed: this measures the API itself (HTTP, body
 # validation, hand-off to the broker: a PUBLISH with Redis); the delivery path is measured by
-# `socketshark-bench fanout`. Prints one JSON line per case: requests/s, messages/s, latency
-# (wrk's p50/p99) and non-2xx answers.
+# `socketshark-bench fanout`. Each broker runs twice: without history, and with
+# `history_size = 1000` on the service (issue 14: with Redis every message is then one EVALSHA of
+# the history script instead of a PUBLISH). Prints one JSON line per case: requests/s,
+# messages/s, latency (wrk's p50/p99) and non-2xx answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -42,7 +44,10 @@ for name, body in (("one", one), ("batch", batch)):
         f.write(f"wrk.body = {json.dumps(body)}\n")
 PY
 
-for broker in memory redis; do
+for case in memory redis memory+history redis+history; do
+  broker=${case%+history}
+  HISTORY=""
+  [ "$case" != "$broker" ] && HISTORY=$'history_size = 1000\nhistory_ttl = 300'
   API_PORT=$(free_port)
   server_config "$WORK/server.toml" "broker = \"$broker\""
   cat >>"$WORK/server.toml" <<EOF
@@ -53,17 +58,19 @@ port = $API_PORT
 max_outbound_bytes = 1073741824
 [services.bench]
 require_authentication = false
+$HISTORY
 EOF
   start_server "$SERVER" "$WORK/server.toml" 0
   for kind in one batch; do
     per=1
     [ "$kind" = batch ] && per=100
     taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/$kind.lua" \
-      "http://127.0.0.1:$API_PORT/publish" >"$WORK/wrk-$broker-$kind.txt" 2>&1
-    python3 - "$WORK/wrk-$broker-$kind.txt" "$broker" "$kind" "$per" "$CONNECTIONS" <<'PY'
+      "http://127.0.0.1:$API_PORT/publish" >"$WORK/wrk-$case-$kind.txt" 2>&1
+    python3 - "$WORK/wrk-$case-$kind.txt" "$case" "$kind" "$per" "$CONNECTIONS" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
-broker, kind, per, conns = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+case, kind, per, conns = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+broker = case.split("+")[0]
 def ms(v):
     n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return round(float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 3)
@@ -71,7 +78,8 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", text, re.M))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors = re.search(r"Socket errors: (.*)", text)
-print(json.dumps({"scenario": "publish_api", "broker": broker, "messages_per_request": per,
+print(json.dumps({"scenario": "publish_api", "broker": broker,
+    "history": case.endswith("+history"), "messages_per_request": per,
     "connections": conns, "requests_per_s": round(rps),
     "messages_per_s": round(rps * per), "latency_p50_ms": ms(lat["50"]),
     "latency_p99_ms": ms(lat["99"]), "non_2xx": int(non2xx.group(1)) if non2xx else 0,

@@ -166,9 +166,26 @@ async fn publish(
         return error(StatusCode::SERVICE_UNAVAILABLE, "No broker.");
     };
     let n = payloads.len();
+    let mut offsets = Vec::new();
     for (published, (subscription, payload)) in payloads.into_iter().enumerate() {
         let channel = format!("{}{}", broker.prefix(), subscription);
-        if let Err(e) = broker.publish(&channel, payload.into_bytes()).await {
+        let history = subscription
+            .split_once('.')
+            .and_then(|(service, _)| st.app.cfg.services.get(service))
+            .and_then(|svc| svc.history());
+        let sent = match history {
+            // The broker gives the message its offset in the channel's history (issue 14).
+            Some((size, ttl)) => broker
+                .publish_with_history(&channel, payload.into_bytes(), size, ttl)
+                .await
+                .map(Some),
+            None => broker
+                .publish(&channel, payload.into_bytes())
+                .await
+                .map(|()| None),
+        };
+        offsets.push(sent.as_ref().ok().copied().flatten());
+        if let Err(e) = sent {
             tracing::error!(channel, published, error = e.as_str(), "publish failed");
             // Messages before this one went out: say how many, so a client can resume.
             return json_response(
@@ -181,7 +198,14 @@ async fn publish(
             );
         }
     }
-    json_response(StatusCode::OK, json!({"status": "ok", "published": n}))
+    if offsets.iter().all(Option::is_none) {
+        return json_response(StatusCode::OK, json!({"status": "ok", "published": n}));
+    }
+    // With history: each message's offset (`null` for one without history), in order.
+    json_response(
+        StatusCode::OK,
+        json!({"status": "ok", "published": n, "offsets": offsets}),
+    )
 }
 
 fn subscription_of(v: &Value) -> String {

@@ -457,6 +457,10 @@ pub struct ServiceConfig {
     pub on_authorization_change: Option<CallbackUrl>,
     pub on_heartbeat: Option<CallbackUrl>,
     pub heartbeat_period: Option<Secs>,
+    /// Messages kept per channel for recovery (issue 14); 0 = no history.
+    pub history_size: usize,
+    /// Seconds a channel's history is kept after its last message.
+    pub history_ttl: Secs,
 }
 
 impl Default for ServiceConfig {
@@ -478,11 +482,18 @@ impl Default for ServiceConfig {
             on_authorization_change: None,
             on_heartbeat: None,
             heartbeat_period: None,
+            history_size: 0,
+            history_ttl: Secs(300.0),
         }
     }
 }
 
 impl ServiceConfig {
+    /// `(size, ttl)` when the service's channels keep history.
+    pub fn history(&self) -> Option<(usize, Duration)> {
+        (self.history_size > 0).then(|| (self.history_size, self.history_ttl.duration()))
+    }
+
     /// Heartbeats run only if both the period and the URL are set (R-HB-1).
     pub fn heartbeat(&self) -> Option<(Duration, &CallbackUrl)> {
         match (self.heartbeat_period, &self.on_heartbeat) {
@@ -491,6 +502,9 @@ impl ServiceConfig {
         }
     }
 }
+
+/// The largest `history_size`: a recovery reads at most this many messages in one go.
+pub const MAX_HISTORY_SIZE: usize = 10_000;
 
 /// Where published messages come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -783,6 +797,16 @@ impl Config {
                     ));
                 }
             }
+            if svc.history_size > 0 && svc.history_ttl.0 < 1.0 {
+                return Err(format!(
+                    "services.{name}.history_ttl: must be at least 1 second"
+                ));
+            }
+            if svc.history_size > MAX_HISTORY_SIZE {
+                return Err(format!(
+                    "services.{name}.history_size: at most {MAX_HISTORY_SIZE}"
+                ));
+            }
         }
         Ok(())
     }
@@ -791,6 +815,11 @@ impl Config {
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         let ssl = self.ws.ssl.as_ref()?;
         Some((ssl.cert.as_deref()?, ssl.key.as_deref()?))
+    }
+
+    /// Whether some service keeps history (the broker then needs a command connection).
+    pub fn has_history(&self) -> bool {
+        self.services.values().any(|s| s.history_size > 0)
     }
 
     /// The configured Redis connections: `[redis]` and, if present, `[redis_alt]`.

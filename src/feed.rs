@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::broker::{Broker, Incoming};
+use crate::publish::Position;
 
 /// How a broker connection was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,90 @@ pub async fn run(
         app.metrics.set_broker_connected(label, true);
         app.metrics.broker_outage(label, outage);
         tracing::warn!(broker = label, outage, channels, "redis reconnected");
+        if index == 0 {
+            // Before the new connection's messages: history lives on the first broker.
+            catch_up(&app, index).await;
+        }
+    }
+}
+
+/// After an outage: every held channel with history gets the messages published since the
+/// last one it dispatched, read from its history, in order; the live copies that follow are
+/// then dropped by the hub as already delivered. Where the history no longer holds them all,
+/// the channel's sessions are told (`Hub::unrecovered`).
+async fn catch_up(app: &App, index: usize) {
+    let Some(b) = app.hub.brokers().get(index) else {
+        return;
+    };
+    let (mut recovered, mut unrecovered, mut messages) = (0usize, 0usize, 0usize);
+    for (name, last) in app.hub.positions() {
+        let ttl = name
+            .split_once('.')
+            .and_then(|(service, _)| app.cfg.services.get(service))
+            .and_then(|svc| svc.history())
+            .map(|(_, ttl)| ttl);
+        let Some(ttl) = ttl else {
+            continue;
+        };
+        let read = async |since: u64| app.hub.history(&name, Some(since), ttl).await;
+        let gap = match read(last.offset).await {
+            Ok(h) if h.epoch == last.epoch => {
+                let complete =
+                    last.offset <= h.top && h.messages.len() as u64 == h.top - last.offset;
+                Ok((h, complete))
+            }
+            // A new epoch (Redis restarted empty, or the history expired): every message of
+            // it came after the last one dispatched; recoverable while the window holds all.
+            Ok(_) => read(0).await.map(|h| {
+                let complete = h.messages.len() as u64 == h.top;
+                (h, complete)
+            }),
+            Err(e) => Err(e),
+        };
+        match gap {
+            Ok((h, true)) => {
+                recovered += 1;
+                messages += h.messages.len();
+                let channel = format!("{}{}", b.prefix(), name);
+                for (i, payload) in h.messages.iter().enumerate() {
+                    app.hub
+                        .dispatch(index, &channel, payload, h.messages.len() - i - 1);
+                }
+            }
+            Ok((h, false)) => {
+                unrecovered += 1;
+                tracing::warn!(
+                    subscription = name.as_str(),
+                    offset = last.offset,
+                    top = h.top,
+                    "messages lost in the outage are no longer in the history"
+                );
+                app.hub.unrecovered(
+                    &name,
+                    Position {
+                        offset: h.top,
+                        epoch: h.epoch,
+                    },
+                );
+            }
+            Err(e) => {
+                unrecovered += 1;
+                tracing::warn!(
+                    subscription = name.as_str(),
+                    error = e.as_str(),
+                    "history unavailable: messages lost in the outage are not recovered"
+                );
+            }
+        }
+    }
+    if recovered + unrecovered > 0 {
+        tracing::info!(
+            broker = b.label(),
+            recovered,
+            messages,
+            unrecovered,
+            "history gap recovery"
+        );
     }
 }
 

@@ -22,7 +22,7 @@ use crate::broker::Broker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::CompressionConfig;
-use crate::publish::{self, ExtraFields, Meta, Published, Rejected};
+use crate::publish::{self, ExtraFields, Meta, Position, Published, Rejected};
 use crate::wire::deflate::{self, Budget, Mode, Stream, StreamFrame, Take};
 use bytes::Bytes;
 
@@ -54,6 +54,9 @@ pub trait Member: Send + Sync {
     /// Handles a message routed to it through `channel` (the subscription name the session
     /// holds or is acquiring, without prefix).
     fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout<'_>);
+    /// Messages of `channel` were lost and cannot be recovered from its history: `frame` tells
+    /// the client, if it holds the subscription.
+    fn unrecovered(&self, channel: &str, frame: &Utf8Bytes);
 }
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -68,6 +71,10 @@ struct Channel {
     ready: Option<Ready>,
     /// The compression stream, from the first message on (with compression enabled).
     stream: Option<Arc<Mutex<Stream>>>,
+    /// With history: the position of the last message dispatched (or of the channel when a
+    /// session subscribed). Later copies of a message are dropped, and after a broker outage
+    /// the feed reads the gap from here (issue 20). Boxed: most channels have none.
+    last: Option<Box<Position>>,
 }
 
 pub struct Hub {
@@ -154,6 +161,7 @@ impl Hub {
                 members: Arc::from(vec![member]),
                 ready: Some(ready.clone()),
                 stream: None,
+                last: None,
             },
         );
         ready
@@ -202,6 +210,82 @@ impl Hub {
             .map(|name| format!("{}{}", b.prefix(), name))
             .collect();
         (names.len(), b.resubscribe(names))
+    }
+
+    /// The position of the name's channel and, with `since`, its stored messages after that
+    /// offset, from the first broker (issue 14).
+    pub fn history(
+        &self,
+        name: &str,
+        since: Option<u64>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<crate::broker::History, String>> {
+        match self.brokers.first() {
+            Some(b) => b.history(&format!("{}{}", b.prefix(), name), since, ttl),
+            None => futures_util::future::ready(Err("no broker".to_owned())).boxed(),
+        }
+    }
+
+    /// Records that the name's channel stood at `pos` when a session subscribed, unless a
+    /// message already told.
+    pub fn seed_position(&self, name: &str, pos: Position) {
+        if let Some(ch) = self.channels.lock().unwrap().get_mut(name) {
+            ch.last.get_or_insert_with(|| Box::new(pos));
+        }
+    }
+
+    /// The channels with a known history position, and that position.
+    pub fn positions(&self) -> Vec<(String, Position)> {
+        self.channels
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(name, ch)| Some((name.clone(), (**ch.last.as_ref()?).clone())))
+            .collect()
+    }
+
+    /// `msg` carries position `pos` on the name's channel: whether it is new (and if so, it
+    /// becomes the channel's last). A message at or before the last one of the same epoch was
+    /// delivered already (by a gap recovery, issue 20).
+    fn advance(&self, name: &str, pos: &Position) -> bool {
+        let mut channels = self.channels.lock().unwrap();
+        let Some(ch) = channels.get_mut(name) else {
+            return false;
+        };
+        match &ch.last {
+            Some(last) if last.epoch == pos.epoch && pos.offset <= last.offset => false,
+            _ => {
+                ch.last = Some(Box::new(pos.clone()));
+                true
+            }
+        }
+    }
+
+    /// Messages of the name's channel were lost for good (after a broker outage, beyond its
+    /// history): tells its sessions `{"event": "recover", "subscription": name, "recovered":
+    /// false, "offset": N, "epoch": E}`, the channel's position from which they go on.
+    pub fn unrecovered(&self, name: &str, pos: Position) {
+        let members = {
+            let mut channels = self.channels.lock().unwrap();
+            let Some(ch) = channels.get_mut(name) else {
+                return;
+            };
+            ch.last = Some(Box::new(pos.clone()));
+            ch.members.clone()
+        };
+        let frame = Utf8Bytes::from(
+            serde_json::json!({
+                "event": "recover",
+                "subscription": name,
+                "recovered": false,
+                "offset": pos.offset,
+                "epoch": pos.epoch,
+            })
+            .to_string(),
+        );
+        for m in members.iter() {
+            m.unrecovered(name, &frame);
+        }
     }
 
     /// Number of channels held (for tests and metrics).
@@ -255,6 +339,12 @@ impl Hub {
                 return;
             }
         };
+        if let Some(pos) = &msg.position {
+            if !self.advance(name, pos) {
+                tracing::debug!(channel, offset = pos.offset, "message delivered already");
+                return;
+            }
+        }
         tracing::trace!(data = %String::from_utf8_lossy(payload), "service event");
         let stream = stream
             .as_ref()

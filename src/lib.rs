@@ -13,6 +13,7 @@
 //! - [`service`]: HTTP callbacks to services (timeouts, retries, 429).
 //! - [`broker`]: the broker trait; Redis PUBSUB and the embedded (memory) broker.
 //! - [`feed`]: a broker connection's receive loop, liveness pings, and what its loss does.
+//! - [`history`]: what follows a subscribe to a channel with history (recovery): pure.
 //! - [`hub`]: channel -> local sessions; fan-out of published messages.
 //! - [`session`]: one connection's state and command processing.
 //! - [`api`]: the HTTP publish API (`POST /publish`).
@@ -32,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod delivery;
 pub mod feed;
+pub mod history;
 pub mod hub;
 pub mod logging;
 pub mod metrics;

@@ -31,6 +31,53 @@ pub struct Published {
     pub options: Options,
     /// The whole message object: filter fields are looked up here (R-FLT-1).
     pub fields: Map<String, Value>,
+    /// Where the message stands in its channel's history, when it was published with history.
+    pub position: Option<Position>,
+}
+
+/// A message's place in its channel's history (issue 14): its offset, and the epoch of the
+/// history (which changes when the history is lost, so offsets are comparable only within one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// The key under which a history-keeping publish puts the position into the published object:
+/// `{"_history": {"offset": N, "epoch": "E"}, ...}`. A server without history (the original)
+/// ignores it, as it does every unknown key (R-PUB-3).
+pub const HISTORY_KEY: &str = "_history";
+
+impl Position {
+    /// Reads the position from a published object, if it carries a valid one.
+    pub fn of(fields: &Map<String, Value>) -> Option<Position> {
+        Position::of_object(fields.get(HISTORY_KEY)?)
+    }
+
+    /// Reads `{"offset": N, "epoch": "E"}`.
+    pub fn of_object(v: &Value) -> Option<Position> {
+        let h = v.as_object()?;
+        Some(Position {
+            offset: h.get("offset")?.as_u64()?,
+            epoch: h.get("epoch")?.as_str()?.to_owned(),
+        })
+    }
+
+    /// `payload` (a JSON object, serialised) with the position inserted as its first key.
+    pub fn stamp(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let rest = payload.trim_ascii_start().strip_prefix(b"{")?;
+        if rest.trim_ascii_start().starts_with(b"}") {
+            return None;
+        }
+        let mut out = Vec::with_capacity(payload.len() + 48 + self.epoch.len());
+        out.extend_from_slice(b"{\"_history\":{\"offset\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.offset).as_bytes());
+        out.extend_from_slice(b",\"epoch\":");
+        out.extend_from_slice(Value::String(self.epoch.clone()).to_string().as_bytes());
+        out.extend_from_slice(b"},");
+        out.extend_from_slice(rest);
+        Some(out)
+    }
 }
 
 /// Why a published message is not delivered at all.
@@ -96,22 +143,26 @@ impl Published {
             Some(_) => return Err(Rejected::Dropped("published_at is not a string")),
         };
         let data = fields.get("data").map(Value::to_string).unwrap_or_default();
+        let position = Position::of(&fields);
         Ok(Published {
             subscription,
             data,
             published_at,
             options,
             fields,
+            position,
         })
     }
 }
 
 /// Keys a client frame sets itself; an extra field with one of these names forces the slow,
 /// map-based frame assembly so that overwrite precedence stays exact.
-const FRAME_KEYS: [&str; 7] = [
+const FRAME_KEYS: [&str; 9] = [
     "event",
     "subscription",
     "data",
+    "offset",
+    "epoch",
     "published_at",
     "received_at",
     "queue_size",
@@ -172,8 +223,9 @@ pub struct Meta<'a> {
 }
 
 /// Builds the frame of a delivered message (R-PUB-7):
-/// `{"event": "message", "subscription", "data", ["published_at"], ["received_at"],
-/// ["queue_size"], <extra fields>, "sent_at"}`.
+/// `{"event": "message", "subscription", "data", ["offset", "epoch"], ["published_at"],
+/// ["received_at"], ["queue_size"], <extra fields>, "sent_at"}`. `offset` and `epoch` are there
+/// only for a message published with history (issue 14).
 pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -> String {
     let published_at = msg
         .published_at
@@ -187,6 +239,11 @@ pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -
             push_json_str(&mut s, name);
             s.push_str(r#","data":"#);
             s.push_str(&msg.data);
+            if let Some(pos) = &msg.position {
+                s.push_str(r#","offset":"#);
+                s.push_str(itoa::Buffer::new().format(pos.offset));
+                push_str_field(&mut s, "epoch", &pos.epoch);
+            }
             if let Some(p) = published_at {
                 push_str_field(&mut s, "published_at", p);
             }
@@ -207,6 +264,10 @@ pub fn frame(name: &str, msg: &Published, extra: &ExtraFields, meta: Meta<'_>) -
             // The value already parsed (re-parsing would also hit serde_json's depth limit).
             let data = msg.fields.get("data").cloned().unwrap_or(Value::Null);
             m.insert("data".into(), data);
+            if let Some(pos) = &msg.position {
+                m.insert("offset".into(), pos.offset.into());
+                m.insert("epoch".into(), pos.epoch.as_str().into());
+            }
             if let Some(p) = published_at {
                 m.insert("published_at".into(), p.into());
             }
@@ -253,6 +314,48 @@ pub fn now() -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stamped_message_carries_its_position_into_the_frame() {
+        let pos = Position {
+            offset: 7,
+            epoch: "Ab3".into(),
+        };
+        let stamped = pos
+            .stamp(br#"  {"subscription": "a.b", "data": {"x": 1}}"#)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(stamped.clone()).unwrap(),
+            r#"{"_history":{"offset":7,"epoch":"Ab3"},"subscription": "a.b", "data": {"x": 1}}"#
+        );
+        assert_eq!(pos.stamp(b"{ }"), None);
+        assert_eq!(pos.stamp(b"[1]"), None);
+        let msg = Published::decode(&stamped).unwrap();
+        assert_eq!(msg.position, Some(pos));
+        let meta = Meta {
+            live: None,
+            sent_at: "T",
+            with_published_at: true,
+        };
+        let fast = frame("a.b", &msg, &ExtraFields::new(Map::new()), meta);
+        assert_eq!(
+            fast,
+            r#"{"event":"message","subscription":"a.b","data":{"x":1},"offset":7,"epoch":"Ab3","sent_at":"T"}"#
+        );
+        // An extra field named like a frame key takes the map path; same keys, same order.
+        let mut extra = Map::new();
+        extra.insert("epoch".into(), json!("mine"));
+        let slow = frame("a.b", &msg, &ExtraFields::new(extra), meta);
+        assert_eq!(
+            slow,
+            r#"{"event":"message","subscription":"a.b","data":{"x":1},"offset":7,"epoch":"mine","sent_at":"T"}"#
+        );
+        // Without a valid position there is none.
+        let plain =
+            Published::decode(br#"{"_history": {"offset": -1}, "subscription": "a.b", "data": 1}"#)
+                .unwrap();
+        assert_eq!(plain.position, None);
+    }
 
     fn parse(s: &str) -> Value {
         serde_json::from_str(s).unwrap()

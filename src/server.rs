@@ -86,7 +86,7 @@ pub async fn run(cfg: Config) -> i32 {
     let connected = match cfg.broker {
         BrokerKind::Memory => vec![Ok(broker::memory::start())],
         BrokerKind::Redis => {
-            let publish = cfg.api.is_some();
+            let publish = cfg.api.is_some() || cfg.has_history();
             let labels = ["redis", "redis_alt"];
             let connecting = cfg
                 .redis_connections()

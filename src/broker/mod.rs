@@ -23,6 +23,19 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
+/// A channel's history position, and the messages after a given offset (issue 14).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// The history's epoch: offsets compare only within one epoch.
+    pub epoch: String,
+    /// The offset of the channel's last message (0 before the first).
+    pub top: u64,
+    /// The stored payloads after the asked offset, oldest first, each stamped with its
+    /// position. When the window no longer holds all of them, the oldest are missing: compare
+    /// the first one's offset with the asked one.
+    pub messages: Vec<Vec<u8>>,
+}
+
 /// One broker connection.
 pub trait Broker: Send + Sync + 'static {
     /// A short name for logs: `redis`, `redis_alt`.
@@ -42,6 +55,38 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes `payload` on `channel` (prefix included), for the HTTP publish API. With
     /// Redis this is a PUBLISH, so every node subscribed to the channel delivers it.
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>>;
+
+    /// Publishes `payload` (a JSON object) on `channel` with history: the broker gives it the
+    /// channel's next offset, stamps the position into it (`publish::HISTORY_KEY`), keeps the
+    /// last `size` messages for `ttl` after the last one, and publishes the stamped message.
+    /// Resolves to the offset.
+    fn publish_with_history(
+        &self,
+        channel: &str,
+        payload: Vec<u8>,
+        size: usize,
+        ttl: Duration,
+    ) -> BoxFuture<Result<u64, String>> {
+        let _ = (channel, payload, size, ttl);
+        Box::pin(std::future::ready(Err(
+            "this broker keeps no history".to_owned()
+        )))
+    }
+
+    /// The channel's position and, with `since`, the stored messages after that offset. A
+    /// channel without history gets an epoch now (kept for `ttl`), so that the position a
+    /// subscriber is told stays valid for the messages that follow.
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<History, String>> {
+        let _ = (channel, since, ttl);
+        Box::pin(std::future::ready(Err(
+            "this broker keeps no history".to_owned()
+        )))
+    }
 
     /// Round-trips a ping; used for the liveness check (R-RED-4).
     fn ping(&self) -> BoxFuture<Result<(), String>>;

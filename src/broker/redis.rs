@@ -15,7 +15,7 @@ use futures_util::stream::BoxStream;
 use redis::aio::{MultiplexedConnection, PubSubSink};
 use tokio::sync::watch;
 
-use super::{BoxFuture, Broker, Connected, Incoming};
+use super::{BoxFuture, Broker, Connected, History, Incoming};
 use crate::config::{OnLoss, RedisConfig};
 
 /// How long connecting (and the first PING) may take before startup fails.
@@ -24,6 +24,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// With `on_loss = "reconnect"`: how long a subscription waits for a lost broker to return
 /// before it fails (the client then gets the usual failed-subscription answer).
 pub const OUTAGE_WAIT: Duration = Duration::from_secs(10);
+
+/// Publishes with history, atomically (issue 14). KEYS: the channel's list of messages and its
+/// meta hash (`offset`, `epoch`); ARGV: payload, size, ttl (seconds), an epoch for a new
+/// history, the channel. The offset is assigned here, in Redis, so every node sees the same.
+/// Services that PUBLISH to Redis themselves run this script (docs/CONFIG.md).
+pub const PUBLISH_SCRIPT: &str = include_str!("history_publish.lua");
+
+/// Reads a channel's position and the messages after an offset. KEYS as above; ARGV: the offset
+/// (`-1`: position only), an epoch for a new history, ttl. Returns `[epoch, top, messages...]`.
+const READ_SCRIPT: &str = include_str!("history_read.lua");
+
+/// The keys of a channel's history. The channel in braces is a Redis Cluster hash tag: both
+/// keys live in the channel's slot.
+fn history_keys(channel: &str) -> [String; 2] {
+    [
+        format!("socketshark:history:{{{channel}}}"),
+        format!("socketshark:history-meta:{{{channel}}}"),
+    ]
+}
 
 /// Channels per SUBSCRIBE command when subscribing every held channel again.
 const RESUBSCRIBE_BATCH: usize = 1000;
@@ -34,22 +53,20 @@ pub struct RedisBroker {
     client: redis::Client,
     /// `label: host:port`, for errors.
     at: String,
-    /// Whether to open a publisher connection (the HTTP publish API is on).
+    /// Whether to open a command connection (the HTTP publish API or history is on).
     publish: bool,
+    publish_script: Arc<redis::Script>,
+    read_script: Arc<redis::Script>,
     on_loss: OnLoss,
-    /// The current connection; `None` while it is lost (`on_loss = "reconnect"`).
-    link: Mutex<Option<Link>>,
+    /// The current subscriber connection; `None` while it is lost (`on_loss = "reconnect"`).
+    link: Mutex<Option<PubSubSink>>,
+    /// A second, ordinary connection for PUBLISH and history (a subscriber connection cannot
+    /// run commands); only opened when the HTTP publish API or history is on. Kept while the
+    /// subscriber connection is lost (a dead one fails on its own); replaced on reconnection.
+    publisher: Mutex<Option<MultiplexedConnection>>,
     /// Counts recoveries: bumped when every held channel is subscribed again after a loss.
     recoveries: watch::Sender<u64>,
     ping: Option<(Duration, Duration)>,
-}
-
-/// One connection to Redis.
-struct Link {
-    sink: PubSubSink,
-    /// A second, ordinary connection for PUBLISH (a subscriber connection cannot publish); only
-    /// opened when the HTTP publish API is on.
-    publisher: Option<MultiplexedConnection>,
 }
 
 /// Connects, selects the database, and checks that Redis supports PING in subscriber mode
@@ -74,7 +91,10 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
         at: format!("{label}: {}:{}", cfg.host, cfg.port.0),
         publish,
         on_loss: cfg.on_loss,
+        publish_script: Arc::new(redis::Script::new(PUBLISH_SCRIPT)),
+        read_script: Arc::new(redis::Script::new(READ_SCRIPT)),
         link: Mutex::new(None),
+        publisher: Mutex::new(None),
         recoveries: watch::Sender::new(0),
         ping,
     });
@@ -100,7 +120,10 @@ impl RedisBroker {
             .map_err(|e| {
                 format!("{label}: PING in subscriber mode failed (Redis >= 3.2 required): {e}")
             })?;
-        *self.link.lock().unwrap() = Some(Link { sink, publisher });
+        *self.link.lock().unwrap() = Some(sink);
+        if publisher.is_some() {
+            *self.publisher.lock().unwrap() = publisher;
+        }
         Ok(stream
             .map(|msg| Incoming {
                 channel: msg.get_channel_name().to_owned(),
@@ -109,8 +132,17 @@ impl RedisBroker {
             .boxed())
     }
 
+    /// The command connection, or why there is none.
+    fn commands(&self) -> Result<MultiplexedConnection, String> {
+        self.publisher
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| "this broker was connected without a publisher".to_owned())
+    }
+
     fn sink(&self) -> Option<PubSubSink> {
-        self.link.lock().unwrap().as_ref().map(|l| l.sink.clone())
+        self.link.lock().unwrap().clone()
     }
 
     /// Resolves once the broker recovered after `seen` recoveries.
@@ -210,16 +242,9 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
-        let link = self.link.lock().unwrap();
-        let conn = match link.as_ref() {
-            None => return Box::pin(std::future::ready(Err(lost()))),
-            Some(l) => l.publisher.clone(),
-        };
-        drop(link);
-        let Some(mut conn) = conn else {
-            return Box::pin(std::future::ready(Err(
-                "this broker was connected without a publisher".to_owned(),
-            )));
+        let mut conn = match self.commands() {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let channel = channel.to_owned();
         Box::pin(async move {
@@ -230,6 +255,73 @@ impl Broker for RedisBroker {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn publish_with_history(
+        &self,
+        channel: &str,
+        payload: Vec<u8>,
+        size: usize,
+        ttl: Duration,
+    ) -> BoxFuture<Result<u64, String>> {
+        let mut conn = match self.commands() {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let [list, meta] = history_keys(channel);
+        let (script, channel) = (self.publish_script.clone(), channel.to_owned());
+        Box::pin(async move {
+            let mut call = script.key(list);
+            call.key(meta)
+                .arg(payload)
+                .arg(size)
+                .arg(ttl.as_secs().max(1))
+                .arg(super::memory::new_epoch())
+                .arg(channel);
+            call.invoke_async::<u64>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<History, String>> {
+        let mut conn = match self.commands() {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let [list, meta] = history_keys(channel);
+        let script = self.read_script.clone();
+        Box::pin(async move {
+            let mut call = script.key(list);
+            call.key(meta)
+                .arg(since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)))
+                .arg(super::memory::new_epoch())
+                .arg(ttl.as_secs().max(1));
+            let reply: Vec<redis::Value> = call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut items = reply.into_iter();
+            let (Some(epoch), Some(top)) = (items.next(), items.next()) else {
+                return Err("history: short reply".to_owned());
+            };
+            let epoch: String = redis::from_redis_value(epoch).map_err(|e| e.to_string())?;
+            let top: u64 = redis::from_redis_value(top).map_err(|e| e.to_string())?;
+            let messages = items
+                .map(redis::from_redis_value::<Vec<u8>>)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            Ok(History {
+                epoch,
+                top,
+                messages,
+            })
         })
     }
 
@@ -254,8 +346,9 @@ impl Broker for RedisBroker {
     }
 
     fn lost(&self) {
-        // Dropping the sink and publisher here and the stream in the feed ends the connection's
-        // driver task, which fails every request still waiting on it.
+        // Dropping the sink here and the stream in the feed ends the connection's driver task,
+        // which fails every request still waiting on it. The publisher stays: if Redis is
+        // gone it fails by itself, and if only the subscriber connection was lost it still works.
         self.link.lock().unwrap().take();
     }
 

@@ -128,6 +128,35 @@ impl Session {
             }
         };
 
+        // Issue 14: the channel's position and, when the client asks to recover, the messages
+        // it missed. Read now that live messages for the name are being buffered.
+        let recover = crate::history::recover_of(cmd);
+        let history = match svc.history() {
+            None => None,
+            Some((_, ttl)) => {
+                let since = recover.as_ref().and_then(|r| r.as_ref()).map(|r| r.offset);
+                match self.app.hub.history(name, since, ttl).await {
+                    Ok(h) => {
+                        let top = publish::Position {
+                            offset: h.top,
+                            epoch: h.epoch.clone(),
+                        };
+                        self.app.hub.seed_position(name, top);
+                        Some(h)
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            session = self.id,
+                            subscription = name,
+                            error = e.as_str(),
+                            "history unavailable"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+
         // R-SUB-8..11: register, evaluate the answer like a published message, reply, deliver
         // the buffered messages, start the periodic tasks — all under the state lock, so the
         // reply precedes the buffered messages, which precede live ones.
@@ -159,12 +188,37 @@ impl Session {
             if let Some((k, _)) = options.throttle {
                 sub.keyed().throttle.seed(k, Instant::now());
             }
+            let (follow, reply_fields) = match &history {
+                Some(h) => {
+                    let plan =
+                        crate::history::plan(recover.as_ref().map(Option::as_ref), h, buffered);
+                    let fields = plan.reply_fields();
+                    (plan.deliver, Some(fields))
+                }
+                None => {
+                    // History could not be read: a recovery cannot be promised.
+                    let fields = (svc.history().is_some() && recover.is_some()).then(|| {
+                        let mut m = Map::new();
+                        m.insert("recovered".into(), false.into());
+                        m
+                    });
+                    (buffered, fields)
+                }
+            };
             if filter_passes(&svc, &answer, &extra.map, &st.auth) {
                 let data = answer.get("data").filter(|d| !d.is_null());
+                let reply_extra = match reply_fields {
+                    None => std::borrow::Cow::Borrowed(&extra.map),
+                    Some(fields) => {
+                        let mut m = extra.map.clone();
+                        m.extend(fields);
+                        std::borrow::Cow::Owned(m)
+                    }
+                };
                 self.reply(proto::reply(
                     "subscribe",
                     None,
-                    Some(&extra.map),
+                    Some(&reply_extra),
                     data,
                     Some(name),
                 ));
@@ -182,7 +236,7 @@ impl Session {
             if st.subs.len() <= 16 {
                 st.subs.shrink_to_fit();
             }
-            for msg in buffered {
+            for msg in follow {
                 self.pipeline(st, &msg, None);
             }
         }

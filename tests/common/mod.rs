@@ -45,8 +45,8 @@ pub use server::{METRICS_EVENT, READY_EVENT, Server, is_event, server_bin};
 pub use std::time::Duration;
 pub use util::{
     HttpResponse, TempDir, assert_iso_utc, assert_iso_utc_value, free_port, http_get,
-    http_get_with, iso_utc_micros, ms, now_micros, parse_http_response, prom_value, secs, sleep_ms,
-    tcp_exchange, unreachable_port, unreachable_url, wait_until, within,
+    http_get_with, http_request, iso_utc_micros, ms, now_micros, parse_http_response, prom_value,
+    secs, sleep_ms, tcp_exchange, unreachable_port, unreachable_url, wait_until, within,
 };
 
 /// The ticket-validation answer of the §21 configuration's default session.

@@ -342,3 +342,32 @@ pub fn prom_value(text: &str, sample: &str) -> Option<f64> {
         }
     })
 }
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), with a `Content-Length`
+/// body; returns the parsed response.
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    let raw = tcp_exchange(port, req, secs(10.0)).await;
+    parse_http_response(&raw).unwrap_or_else(|| {
+        panic!(
+            "no valid HTTP response to {method} {path} on 127.0.0.1:{port}: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}

@@ -1,0 +1,253 @@
+//! Issue 14, history and recovery: messages published through `POST /publish` on a service
+//! with `history_size` get an offset and an epoch in Redis (or the embedded broker); a client
+//! that reconnects, to the same node or another, subscribes with `recover` and gets what it
+//! missed, in order, exactly once, before live messages.
+
+mod common;
+use common::*;
+
+const API_EVENT: &str = "publish API listening";
+
+fn history_service(size: usize) -> Value {
+    json!({"require_authentication": false, "history_size": size, "history_ttl": 60})
+}
+
+/// Redis, and `nodes` servers sharing it, each with the publish API.
+async fn redis_nodes(nodes: usize, size: usize) -> (Redis, MockService, Vec<Server>) {
+    let redis = Redis::start().await;
+    let svc = MockService::start().await;
+    let mut cfg = base_config(&redis, &svc);
+    cfg.set("api", json!({"port": 0}));
+    cfg.set("services.hist", history_service(size));
+    let mut servers = Vec::new();
+    for _ in 0..nodes {
+        servers.push(Server::start_config(&cfg).await);
+    }
+    (redis, svc, servers)
+}
+
+async fn api_port(server: &Server) -> u16 {
+    let line = server.wait_event(API_EVENT, secs(10.0)).await;
+    line["port"].as_u64().expect("api port") as u16
+}
+
+/// Publishes `data` on `name` through the API; returns the offset it got.
+async fn publish(port: u16, name: &str, data: Value) -> Option<u64> {
+    let body = json!({"subscription": name, "data": data}).to_string();
+    let r = http_request(port, "POST", "/publish", &[], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    v.get("offsets").map(|o| o[0].as_u64().expect("an offset"))
+}
+
+async fn subscribe(c: &mut Client, name: &str, recover: Option<Value>) -> Value {
+    let mut cmd = json!({"event": "subscribe", "subscription": name});
+    if let Some(r) = recover {
+        cmd["recover"] = r;
+    }
+    let r = c.request(&cmd).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    r
+}
+
+/// Receives `n` messages and returns their `(offset, data)`.
+async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
+    c.recv_n(n)
+        .await
+        .into_iter()
+        .map(|m| {
+            assert_eq!(m["event"], "message", "{m}");
+            (
+                m["offset"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no offset: {m}")),
+                m["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The issue's test: a client that missed 100 messages reconnects to the other node and gets
+/// all 100 in order, then live ones (some published while it recovers), no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_the_other_node_after_missing_100_messages() {
+    let (_redis, _svc, nodes) = redis_nodes(2, 1000).await;
+    let port_a = api_port(&nodes[0]).await;
+    let port_b = api_port(&nodes[1]).await;
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let r = subscribe(&mut c, "hist.room", None).await;
+    assert_eq!(r["offset"], 0, "{r}");
+    let epoch = r["epoch"].as_str().expect("epoch").to_owned();
+    for i in 1..=5u64 {
+        assert_eq!(publish(port_a, "hist.room", json!(i)).await, Some(i));
+    }
+    let got = offsets(&mut c, 5).await;
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    let m = &got[4];
+    assert_eq!(m.1, json!(5));
+    c.close().await;
+
+    // Missed while away, published through both nodes (one history in Redis).
+    for i in 6..=105u64 {
+        let port = if i % 2 == 0 { port_a } else { port_b };
+        assert_eq!(publish(port, "hist.room", json!(i)).await, Some(i));
+    }
+    // Live messages keep coming while the client recovers on node B.
+    let live = tokio::spawn(async move {
+        for i in 106..=125u64 {
+            publish(port_a, "hist.room", json!(i)).await;
+            sleep_ms(5).await;
+        }
+    });
+    let mut c = Client::connect(&nodes[1].ws_url()).await;
+    let r = subscribe(
+        &mut c,
+        "hist.room",
+        Some(json!({"offset": 5, "epoch": epoch})),
+    )
+    .await;
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(r["offset"], 5, "{r}");
+    assert_eq!(r["epoch"], epoch.as_str(), "{r}");
+    live.await.unwrap();
+    let got = offsets(&mut c, 120).await;
+    let want: Vec<(u64, Value)> = (6..=125u64).map(|i| (i, json!(i))).collect();
+    assert_eq!(
+        got, want,
+        "every missed message once, in order, then the live ones"
+    );
+    c.expect_silence(ms(300)).await;
+    for n in nodes {
+        n.stop(secs(10.0)).await;
+    }
+}
+
+/// Recovery is refused when the window no longer holds every missed message, and when the
+/// epoch is not the channel's; the client then gets only live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_refused_after_the_window_or_with_another_epoch() {
+    let (_redis, _svc, nodes) = redis_nodes(1, 10).await;
+    let port = api_port(&nodes[0]).await;
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let epoch = subscribe(&mut c, "hist.room", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 1..=30u64 {
+        publish(port, "hist.room", json!(i)).await;
+    }
+    offsets(&mut c, 30).await;
+    c.close().await;
+
+    let mut top = 30;
+    for (recover, what) in [
+        (
+            json!({"offset": 5, "epoch": epoch}),
+            "out of the window (10)",
+        ),
+        (json!({"offset": 25, "epoch": "other"}), "another epoch"),
+        (
+            json!({"offset": 1000, "epoch": epoch}),
+            "ahead of the channel",
+        ),
+        (json!({"offset": "x"}), "malformed"),
+    ] {
+        let mut c = Client::connect(&nodes[0].ws_url()).await;
+        let r = subscribe(&mut c, "hist.room", Some(recover)).await;
+        assert_eq!(r["recovered"], false, "{what}: {r}");
+        assert_eq!(r["offset"], top, "{what}: {r}");
+        c.expect_silence(ms(200)).await;
+        let next = publish(port, "hist.room", json!("live")).await.unwrap();
+        let got = offsets(&mut c, 1).await;
+        assert_eq!(got, vec![(next, json!("live"))], "{what}");
+        top = next;
+        c.close().await;
+    }
+    // Within the window it works: the last 10 are kept.
+    assert_eq!(top, 34);
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let r = subscribe(
+        &mut c,
+        "hist.room",
+        Some(json!({"offset": 30, "epoch": epoch})),
+    )
+    .await;
+    assert_eq!(r["recovered"], true, "{r}");
+    let got = offsets(&mut c, 4).await;
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![31, 32, 33, 34]
+    );
+    nodes[0].stop(secs(10.0)).await;
+}
+
+/// A service without history, and a raw Redis PUBLISH on a service with history: frames as
+/// before, no offset, and no `offsets` in the API answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_frames_are_unchanged() {
+    let (redis, _svc, nodes) = redis_nodes(1, 10).await;
+    let port = api_port(&nodes[0]).await;
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let r = subscribe(&mut c, "simple.room", None).await;
+    assert_eq!(
+        r,
+        json!({"event": "subscribe", "status": "ok", "subscription": "simple.room"})
+    );
+    assert_eq!(publish(port, "simple.room", json!(1)).await, None);
+    let m = strip_delivery_meta(c.recv().await);
+    assert_eq!(
+        m,
+        json!({"event": "message", "subscription": "simple.room", "data": 1})
+    );
+    subscribe(&mut c, "hist.raw", None).await;
+    redis
+        .publish_json("hist.raw", &service_message("hist.raw", json!(2)))
+        .await;
+    let m = strip_delivery_meta(c.recv().await);
+    assert_eq!(
+        m,
+        json!({"event": "message", "subscription": "hist.raw", "data": 2})
+    );
+    nodes[0].stop(secs(10.0)).await;
+}
+
+/// The embedded broker keeps the ring itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_the_embedded_broker() {
+    let cfg = Config::from_json(json!({
+        "broker": "memory",
+        "ws": {"host": "127.0.0.1", "port": 0, "ping": {"interval": 0}},
+        "log": {"level": "DEBUG", "format": "json"},
+        "api": {"port": 0},
+        "services": {"hist": history_service(100)},
+    }));
+    let server = Server::start_config(&cfg).await;
+    let port = api_port(&server).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    let epoch = subscribe(&mut c, "hist.room", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    publish(port, "hist.room", json!(1)).await;
+    assert_eq!(offsets(&mut c, 1).await, vec![(1, json!(1))]);
+    c.close().await;
+    for i in 2..=4u64 {
+        assert_eq!(publish(port, "hist.room", json!(i)).await, Some(i));
+    }
+    let mut c = Client::connect(&server.ws_url()).await;
+    let r = subscribe(
+        &mut c,
+        "hist.room",
+        Some(json!({"offset": 1, "epoch": epoch})),
+    )
+    .await;
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(
+        offsets(&mut c, 3).await,
+        vec![(2, json!(2)), (3, json!(3)), (4, json!(4))]
+    );
+    server.stop(secs(10.0)).await;
+}

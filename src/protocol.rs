@@ -23,6 +23,8 @@ pub const ERR_NO_SUBSCRIPTION: &str = "Subscription does not exist.";
 pub const ERR_TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions.";
 /// Not in the reference: `limits.max_events_per_second` exceeded.
 pub const ERR_RATE_LIMITED: &str = "Rate limit exceeded.";
+/// Not in the reference: `history` on a service without `history_size`.
+pub const ERR_NO_HISTORY: &str = "History is not enabled.";
 
 /// Longest accepted event name, in code points (R-FRM-3).
 pub const MAX_EVENT_LEN: usize = 40;
@@ -37,6 +39,8 @@ pub enum Event {
     Message,
     Unsubscribe,
     Ping,
+    /// Not in the reference (issue 14).
+    History,
 }
 
 impl Event {
@@ -47,6 +51,7 @@ impl Event {
             "message" => Event::Message,
             "unsubscribe" => Event::Unsubscribe,
             "ping" => Event::Ping,
+            "history" => Event::History,
             _ => return None,
         })
     }
@@ -58,6 +63,7 @@ impl Event {
             Event::Message => "message",
             Event::Unsubscribe => "unsubscribe",
             Event::Ping => "ping",
+            Event::History => "history",
         }
     }
 }

@@ -251,3 +251,73 @@ async fn recovery_on_the_embedded_broker() {
     );
     server.stop(secs(10.0)).await;
 }
+
+/// The `history` command: the last messages of a subscribed channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_command_returns_the_last_messages() {
+    let cfg = Config::from_json(json!({
+        "broker": "memory",
+        "ws": {"host": "127.0.0.1", "port": 0, "ping": {"interval": 0}},
+        "log": {"level": "DEBUG", "format": "json"},
+        "api": {"port": 0},
+        "services": {"hist": history_service(4), "plain": {"require_authentication": false}},
+    }));
+    let server = Server::start_config(&cfg).await;
+    let port = api_port(&server).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    let epoch = subscribe(&mut c, "hist.room", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 1..=6u64 {
+        publish(port, "hist.room", json!(i)).await;
+    }
+    assert_eq!(offsets(&mut c, 6).await.len(), 6);
+    let r = c
+        .request(&json!({"event": "history", "subscription": "hist.room", "limit": 3}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(
+        (r["offset"].clone(), r["epoch"].clone()),
+        (json!(6), json!(epoch))
+    );
+    let got: Vec<(Value, Value)> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["event"], "message", "{m}");
+            assert_eq!(m["subscription"], "hist.room", "{m}");
+            (m["offset"].clone(), m["data"].clone())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!(4), json!(4)),
+            (json!(5), json!(5)),
+            (json!(6), json!(6))
+        ]
+    );
+    // Without a limit: the whole window (history_size 4).
+    let r = c
+        .request(&json!({"event": "history", "subscription": "hist.room"}))
+        .await;
+    assert_eq!(r["messages"].as_array().unwrap().len(), 4, "{r}");
+    let r = c
+        .request(&json!({"event": "history", "subscription": "hist.other"}))
+        .await;
+    assert_eq!(
+        r,
+        json!({"event": "history", "status": "error", "error": "Subscription does not exist.", "subscription": "hist.other"})
+    );
+    subscribe(&mut c, "plain.room", None).await;
+    let r = c
+        .request(&json!({"event": "history", "subscription": "plain.room"}))
+        .await;
+    assert_eq!(
+        r,
+        json!({"event": "history", "status": "error", "error": "History is not enabled.", "subscription": "plain.room"})
+    );
+    server.stop(secs(10.0)).await;
+}

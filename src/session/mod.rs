@@ -39,6 +39,7 @@ use crate::timers::{TimerId, Timers};
 
 mod auth;
 mod end;
+mod history;
 mod message;
 mod outbox;
 mod periodic;
@@ -494,6 +495,7 @@ impl Session {
                     Event::Subscribe => self.subscribe(&cmd).await,
                     Event::Message => self.message(&cmd).await,
                     Event::Unsubscribe => self.unsubscribe(&cmd).await,
+                    Event::History => self.history(&cmd).await,
                 };
                 match result {
                     Ok(success) => metrics.event(event.name(), success),

@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::RawQuery;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -45,6 +46,7 @@ pub fn router(app: Arc<App>, cfg: &ApiConfig) -> Router {
             post(publish)
                 .fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "Use POST /publish.") }),
         )
+        .route("/presence", get(presence))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not found: use POST /publish.") })
         .layer(DefaultBodyLimit::max(cfg.max_body_size))
         .with_state(ApiState { app, key })
@@ -206,6 +208,52 @@ async fn publish(
         StatusCode::OK,
         json!({"status": "ok", "published": n, "offsets": offsets}),
     )
+}
+
+/// `GET /presence?subscription=NAME` (issue 14): the members of a channel whose service has
+/// `presence`, across nodes.
+async fn presence(State(st): State<ApiState>, headers: HeaderMap, query: RawQuery) -> Response {
+    if let Some(key) = &st.key {
+        if !authorized(&headers, key) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid API key: send it as `Authorization: Bearer <key>`.",
+            );
+        }
+    }
+    let name = query.0.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "subscription")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "`subscription` is required.");
+    };
+    let svc = name
+        .split_once('.')
+        .and_then(|(service, _)| st.app.cfg.services.get(service));
+    if !svc.is_some_and(|s| s.presence) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Presence is not enabled for this subscription's service.",
+        );
+    }
+    let Some(broker) = st.app.hub.brokers().first() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "No broker.");
+    };
+    match broker
+        .presence(&format!("{}{}", broker.prefix(), name))
+        .await
+    {
+        Ok(infos) => json_response(
+            StatusCode::OK,
+            json!({"status": "ok", "subscription": name, "members": crate::presence::members(&infos)}),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("Presence unavailable: {e}"),
+        ),
+    }
 }
 
 fn subscription_of(v: &Value) -> String {

@@ -27,10 +27,16 @@ pub trait LiveSession: Send + Sync {
 pub struct App {
     pub cfg: Arc<Config>,
     pub http: ServiceClient,
+    /// `[authentication.jwt]`, when configured.
+    pub jwt: Option<crate::jwt::Verifier>,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
     /// Renewals, heartbeats and trailing throttled sends of every session.
     pub timers: Timers,
+    /// This node's id among the nodes sharing a broker (presence member ids).
+    pub node: String,
+    /// This node's presence members (services with `presence`).
+    pub presence: crate::presence::Presence,
     sessions: Mutex<HashMap<u64, Arc<dyn LiveSession>>>,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -41,13 +47,22 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(cfg: Arc<Config>, http: ServiceClient, hub: Hub, metrics: Arc<Metrics>) -> App {
+    pub fn new(
+        cfg: Arc<Config>,
+        http: ServiceClient,
+        jwt: Option<crate::jwt::Verifier>,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+    ) -> App {
         App {
             cfg,
             http,
+            jwt,
             hub,
             metrics,
             timers: Timers::default(),
+            node: crate::broker::memory::new_epoch(),
+            presence: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),

@@ -27,7 +27,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// A duration in seconds: an integer or a float, finite and not negative.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Secs(pub f64);
 
 impl Secs {
@@ -434,6 +434,54 @@ pub struct TicketConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthenticationConfig {
     pub ticket: Option<TicketConfig>,
+    /// Not in the original (issue 14): `{"event": "auth", "method": "jwt", "token": ...}`.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[authentication.jwt]`: how tokens are verified and what they grant (see `crate::jwt`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// HS256/384/512 shared secret.
+    pub secret: Option<String>,
+    /// PEM public key (RSA, EC P-256/P-384 or Ed25519), inline...
+    pub public_key: Option<String>,
+    /// ... or in a file.
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS document's URL (keys chosen by the token's `kid`).
+    pub jwks_url: Option<String>,
+    /// Allowed algorithms (`"HS256"`, `"RS256"`, `"ES256"`, `"EdDSA"`, ...); empty = every one
+    /// the key suits.
+    pub algorithms: Vec<String>,
+    /// Auth fields set from the token's claims; every one's claim must be present.
+    pub auth_fields: Vec<String>,
+    /// Auth field -> claim name, for fields whose claim has another name (`session_id =
+    /// "sub"`). Default: the field's own name.
+    pub claims: BTreeMap<String, String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Secs,
+}
+
+impl JwtConfig {
+    /// The PEM public key, read from `public_key_file` when that is how it is given.
+    pub fn public_key_pem(&self) -> Result<Option<String>, String> {
+        if let Some(k) = &self.public_key {
+            return Ok(Some(k.clone()));
+        }
+        match &self.public_key_file {
+            None => Ok(None),
+            Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+                format!(
+                    "authentication.jwt.public_key_file: cannot read {}: {e}",
+                    path.display()
+                )
+            }),
+        }
+    }
 }
 
 /// One `[services.NAME]` table (R-CFG-3, service keys).
@@ -461,6 +509,12 @@ pub struct ServiceConfig {
     pub history_size: usize,
     /// Seconds a channel's history is kept after its last message.
     pub history_ttl: Secs,
+    /// Keep who is subscribed to each channel (issue 14).
+    pub presence: bool,
+    /// With `presence`: subscribers get `join` / `leave` frames.
+    pub join_leave: bool,
+    /// Seconds a node's presence entries live without a refresh (refreshed every third).
+    pub presence_ttl: Secs,
 }
 
 impl Default for ServiceConfig {
@@ -484,6 +538,9 @@ impl Default for ServiceConfig {
             heartbeat_period: None,
             history_size: 0,
             history_ttl: Secs(300.0),
+            presence: false,
+            join_leave: false,
+            presence_ttl: Secs(30.0),
         }
     }
 }
@@ -782,6 +839,30 @@ impl Config {
         if l.handshake_timeout.is_zero() {
             return Err("limits.handshake_timeout: must be > 0 seconds".into());
         }
+        if let Some(jwt) = &self.authentication.jwt {
+            let sources = [
+                jwt.secret.is_some(),
+                jwt.public_key.is_some() || jwt.public_key_file.is_some(),
+                jwt.jwks_url.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err("authentication.jwt: exactly one of secret, public_key (or \
+                            public_key_file) and jwks_url is required"
+                    .into());
+            }
+            if jwt.public_key.is_some() && jwt.public_key_file.is_some() {
+                return Err(
+                    "authentication.jwt: public_key and public_key_file exclude each other".into(),
+                );
+            }
+            if jwt.auth_fields.is_empty() {
+                return Err(
+                    "authentication.jwt.auth_fields: at least one field is required \
+                            (a session is authenticated when it holds an auth field)"
+                        .into(),
+                );
+            }
+        }
         for (name, svc) in &self.services {
             if let Some(p) = svc.authorization_renewal_period {
                 if p.0 <= 0.0 {
@@ -802,6 +883,14 @@ impl Config {
                     "services.{name}.history_ttl: must be at least 1 second"
                 ));
             }
+            if svc.presence && svc.presence_ttl.0 < 1.0 {
+                return Err(format!(
+                    "services.{name}.presence_ttl: must be at least 1 second"
+                ));
+            }
+            if svc.join_leave && !svc.presence {
+                return Err(format!("services.{name}.join_leave: needs presence = true"));
+            }
             if svc.history_size > MAX_HISTORY_SIZE {
                 return Err(format!(
                     "services.{name}.history_size: at most {MAX_HISTORY_SIZE}"
@@ -817,9 +906,12 @@ impl Config {
         Some((ssl.cert.as_deref()?, ssl.key.as_deref()?))
     }
 
-    /// Whether some service keeps history (the broker then needs a command connection).
+    /// Whether some service keeps history or presence (the broker then needs a command
+    /// connection).
     pub fn has_history(&self) -> bool {
-        self.services.values().any(|s| s.history_size > 0)
+        self.services
+            .values()
+            .any(|s| s.history_size > 0 || s.presence)
     }
 
     /// The configured Redis connections: `[redis]` and, if present, `[redis_alt]`.

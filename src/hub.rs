@@ -54,9 +54,9 @@ pub trait Member: Send + Sync {
     /// Handles a message routed to it through `channel` (the subscription name the session
     /// holds or is acquiring, without prefix).
     fn deliver(&self, channel: &str, msg: &Arc<Published>, fanout: &mut Fanout<'_>);
-    /// Messages of `channel` were lost and cannot be recovered from its history: `frame` tells
-    /// the client, if it holds the subscription.
-    fn unrecovered(&self, channel: &str, frame: &Utf8Bytes);
+    /// A frame about `channel` that is not a message (a lost history gap, a presence join or
+    /// leave): pushed if the session holds the subscription.
+    fn notice(&self, channel: &str, frame: &Utf8Bytes);
 }
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -284,7 +284,7 @@ impl Hub {
             .to_string(),
         );
         for m in members.iter() {
-            m.unrecovered(name, &frame);
+            m.notice(name, &frame);
         }
     }
 
@@ -326,6 +326,13 @@ impl Hub {
                 return;
             }
             Err(Rejected::InvalidEvent(v)) => {
+                if let Some(frame) = crate::presence::event_frame(name, &v) {
+                    let frame = Utf8Bytes::from(frame);
+                    for m in members.iter() {
+                        m.notice(name, &frame);
+                    }
+                    return;
+                }
                 tracing::warn!(data = %v, "invalid service event");
                 return;
             }

@@ -14,6 +14,8 @@
 //! - [`broker`]: the broker trait; Redis PUBSUB and the embedded (memory) broker.
 //! - [`feed`]: a broker connection's receive loop, liveness pings, and what its loss does.
 //! - [`history`]: what follows a subscribe to a channel with history (recovery): pure.
+//! - [`jwt`]: JWT verification for `auth` with `method: jwt` (keys, JWKS, claims).
+//! - [`presence`]: who is subscribed where (member ids, info, join/leave events): pure.
 //! - [`hub`]: channel -> local sessions; fan-out of published messages.
 //! - [`session`]: one connection's state and command processing.
 //! - [`api`]: the HTTP publish API (`POST /publish`).
@@ -35,8 +37,10 @@ pub mod delivery;
 pub mod feed;
 pub mod history;
 pub mod hub;
+pub mod jwt;
 pub mod logging;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod redact;

@@ -23,6 +23,12 @@ pub const ERR_NO_SUBSCRIPTION: &str = "Subscription does not exist.";
 pub const ERR_TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions.";
 /// Not in the reference: `limits.max_events_per_second` exceeded.
 pub const ERR_RATE_LIMITED: &str = "Rate limit exceeded.";
+/// Not in the reference: `auth` with `"method": "jwt"` and no `token`.
+pub const ERR_NO_TOKEN: &str = "Must specify token.";
+/// Not in the reference: the JWT's `exp` has passed.
+pub const ERR_TOKEN_EXPIRED: &str = "Token expired.";
+/// Not in the reference: `presence` on a service without `presence = true`.
+pub const ERR_NO_PRESENCE: &str = "Presence is not enabled.";
 /// Not in the reference: `history` on a service without `history_size`.
 pub const ERR_NO_HISTORY: &str = "History is not enabled.";
 
@@ -41,6 +47,8 @@ pub enum Event {
     Ping,
     /// Not in the reference (issue 14).
     History,
+    Presence,
+    PresenceStats,
 }
 
 impl Event {
@@ -52,6 +60,8 @@ impl Event {
             "unsubscribe" => Event::Unsubscribe,
             "ping" => Event::Ping,
             "history" => Event::History,
+            "presence" => Event::Presence,
+            "presence_stats" => Event::PresenceStats,
             _ => return None,
         })
     }
@@ -64,6 +74,8 @@ impl Event {
             Event::Unsubscribe => "unsubscribe",
             Event::Ping => "ping",
             Event::History => "history",
+            Event::Presence => "presence",
+            Event::PresenceStats => "presence_stats",
         }
     }
 }

@@ -111,7 +111,17 @@ pub async fn run(cfg: Config) -> i32 {
     }
     let compression = Some(cfg.ws.compression.clone()).filter(|c| c.enabled);
     let hub = Hub::new(brokers.clone(), compression);
-    let app = Arc::new(App::new(cfg.clone(), http, hub, metrics.clone()));
+    let jwt = match &cfg.authentication.jwt {
+        None => None,
+        Some(j) => match crate::jwt::Verifier::new(j, Some(http.client())) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(error = e.as_str(), "unhandled exception");
+                return 1;
+            }
+        },
+    };
+    let app = Arc::new(App::new(cfg.clone(), http, jwt, hub, metrics.clone()));
 
     let host = bind_host(&cfg.ws.host);
     let listener = match TcpListener::bind((host, cfg.ws.port.0)).await {
@@ -195,6 +205,24 @@ pub async fn run(cfg: Config) -> i32 {
                 .set_compression_streams(app2.hub.compressors() as i64);
         }
     }));
+
+    // Presence entries live `presence_ttl` without a refresh: refresh them every third of the
+    // shortest one.
+    let presence_ttl = cfg
+        .services
+        .values()
+        .filter(|s| s.presence)
+        .map(|s| s.presence_ttl.duration())
+        .min();
+    if let Some(ttl) = presence_ttl {
+        let app2 = app.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                refresh_presence(&app2).await;
+            }
+        }));
+    }
 
     let max_connections = cfg.limits.max_connections;
     let trigger = loop {
@@ -290,6 +318,28 @@ async fn watch_signals((mut term, mut int): (Signal, Signal), tx: mpsc::Unbounde
         }
         tracing::info!("stop requested");
         let _ = tx.send(Trigger::Signal);
+    }
+}
+
+/// Writes this node's presence members to the broker again, so they do not expire.
+async fn refresh_presence(app: &App) {
+    let Some(b) = app.hub.brokers().first() else {
+        return;
+    };
+    for (name, members) in app.presence.snapshot() {
+        let ttl = name
+            .split_once('.')
+            .and_then(|(service, _)| app.cfg.services.get(service))
+            .map(|s| s.presence_ttl.duration());
+        let Some(ttl) = ttl else { continue };
+        let channel = format!("{}{}", b.prefix(), name);
+        if let Err(e) = b.presence_add(&channel, members, ttl).await {
+            tracing::debug!(
+                subscription = name.as_str(),
+                error = e.as_str(),
+                "presence refresh failed"
+            );
+        }
     }
 }
 

@@ -126,6 +126,11 @@ impl ServiceClient {
         })
     }
 
+    /// The underlying HTTP client (pooled; for the JWKS fetches of `crate::jwt`).
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// POSTs `body` to `url` with retries (R-HTTP-4..8).
     pub async fn call(&self, call: Call<'_>, url: &CallbackUrl, body: &Value) -> Outcome {
         let payload = body.to_string();

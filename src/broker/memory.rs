@@ -16,7 +16,11 @@ use crate::publish::Position;
 pub struct MemoryBroker {
     tx: mpsc::UnboundedSender<Incoming>,
     histories: Mutex<Histories>,
+    presence: Mutex<HashMap<String, Present>>,
 }
+
+/// A channel's presence: member id -> (info, expiry).
+type Present = HashMap<String, (Vec<u8>, Instant)>;
 
 #[derive(Default)]
 struct Histories {
@@ -78,6 +82,7 @@ pub fn start() -> Connected {
         broker: Arc::new(MemoryBroker {
             tx,
             histories: Mutex::default(),
+            presence: Mutex::default(),
         }),
         messages,
     }
@@ -170,6 +175,45 @@ impl Broker for MemoryBroker {
             top: ring.top,
             messages,
         })))
+    }
+
+    fn presence_add(
+        &self,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        let expires = Instant::now() + ttl;
+        let mut p = self.presence.lock().unwrap();
+        let ch = p.entry(channel.to_owned()).or_default();
+        for (id, info) in members {
+            ch.insert(id, (info, expires));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
+        let mut p = self.presence.lock().unwrap();
+        if let Some(ch) = p.get_mut(channel) {
+            ch.remove(member);
+            if ch.is_empty() {
+                p.remove(channel);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        let now = Instant::now();
+        let mut p = self.presence.lock().unwrap();
+        let members = match p.get_mut(channel) {
+            None => Vec::new(),
+            Some(ch) => {
+                ch.retain(|_, (_, expires)| *expires > now);
+                ch.values().map(|(info, _)| info.clone()).collect()
+            }
+        };
+        Box::pin(std::future::ready(Ok(members)))
     }
 
     fn ping(&self) -> BoxFuture<Result<(), String>> {

@@ -16,6 +16,14 @@ use futures_util::stream::BoxStream;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// Unix time in seconds (presence expiry).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 /// A message as received from a broker: the channel (prefix included) and the raw payload.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -85,6 +93,36 @@ pub trait Broker: Send + Sync + 'static {
         let _ = (channel, since, ttl);
         Box::pin(std::future::ready(Err(
             "this broker keeps no history".to_owned()
+        )))
+    }
+
+    /// Adds or refreshes presence members of `channel` (issue 14): `(member id, info JSON)`
+    /// pairs, each valid until `ttl` from now unless refreshed again.
+    fn presence_add(
+        &self,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        let _ = (channel, members, ttl);
+        Box::pin(std::future::ready(Err(
+            "this broker keeps no presence".to_owned()
+        )))
+    }
+
+    /// Removes a presence member of `channel`.
+    fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
+        let _ = (channel, member);
+        Box::pin(std::future::ready(Err(
+            "this broker keeps no presence".to_owned()
+        )))
+    }
+
+    /// The info JSON of `channel`'s present members (expired ones dropped).
+    fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        let _ = channel;
+        Box::pin(std::future::ready(Err(
+            "this broker keeps no presence".to_owned()
         )))
     }
 

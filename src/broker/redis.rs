@@ -35,6 +35,21 @@ pub const PUBLISH_SCRIPT: &str = include_str!("history_publish.lua");
 /// (`-1`: position only), an epoch for a new history, ttl. Returns `[epoch, top, messages...]`.
 const READ_SCRIPT: &str = include_str!("history_read.lua");
 
+/// Adds or refreshes presence members (issue 14). KEYS: the channel's member hash and expiry
+/// set; ARGV: expiry (unix seconds), key ttl, then member id / info pairs.
+const PRESENCE_ADD_SCRIPT: &str = include_str!("presence_add.lua");
+
+/// A channel's present members, dropping expired ones. ARGV: now (unix seconds).
+const PRESENCE_READ_SCRIPT: &str = include_str!("presence_read.lua");
+
+/// The keys of a channel's presence (hash-tagged like the history's).
+fn presence_keys(channel: &str) -> [String; 2] {
+    [
+        format!("socketshark:presence:{{{channel}}}"),
+        format!("socketshark:presence-exp:{{{channel}}}"),
+    ]
+}
+
 /// The keys of a channel's history. The channel in braces is a Redis Cluster hash tag: both
 /// keys live in the channel's slot.
 fn history_keys(channel: &str) -> [String; 2] {
@@ -57,6 +72,8 @@ pub struct RedisBroker {
     publish: bool,
     publish_script: Arc<redis::Script>,
     read_script: Arc<redis::Script>,
+    presence_add_script: Arc<redis::Script>,
+    presence_read_script: Arc<redis::Script>,
     on_loss: OnLoss,
     /// The current subscriber connection; `None` while it is lost (`on_loss = "reconnect"`).
     link: Mutex<Option<PubSubSink>>,
@@ -93,6 +110,8 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
         on_loss: cfg.on_loss,
         publish_script: Arc::new(redis::Script::new(PUBLISH_SCRIPT)),
         read_script: Arc::new(redis::Script::new(READ_SCRIPT)),
+        presence_add_script: Arc::new(redis::Script::new(PRESENCE_ADD_SCRIPT)),
+        presence_read_script: Arc::new(redis::Script::new(PRESENCE_READ_SCRIPT)),
         link: Mutex::new(None),
         publisher: Mutex::new(None),
         recoveries: watch::Sender::new(0),
@@ -322,6 +341,71 @@ impl Broker for RedisBroker {
                 top,
                 messages,
             })
+        })
+    }
+
+    fn presence_add(
+        &self,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        let mut conn = match self.commands() {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let [hash, expiry] = presence_keys(channel);
+        let script = self.presence_add_script.clone();
+        let expires = (super::unix_now() + ttl.as_secs_f64()).ceil() as u64;
+        Box::pin(async move {
+            let mut call = script.key(hash);
+            call.key(expiry).arg(expires).arg(ttl.as_secs().max(1) * 2);
+            for (id, info) in members {
+                call.arg(id).arg(info);
+            }
+            call.invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
+        let mut conn = match self.commands() {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let [hash, expiry] = presence_keys(channel);
+        let member = member.to_owned();
+        Box::pin(async move {
+            redis::pipe()
+                .cmd("HDEL")
+                .arg(&hash)
+                .arg(&member)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&expiry)
+                .arg(&member)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        let mut conn = match self.commands() {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let [hash, expiry] = presence_keys(channel);
+        let script = self.presence_read_script.clone();
+        Box::pin(async move {
+            let mut call = script.key(hash);
+            call.key(expiry).arg(super::unix_now().floor() as u64);
+            call.invoke_async::<Vec<Vec<u8>>>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 

@@ -16,6 +16,9 @@ impl Session {
             for sub in st.subs.values_mut() {
                 sub.stop_timers(&self.app.timers, true);
             }
+            if let Some(id) = st.token.take().and_then(|t| t.expiry) {
+                self.app.timers.cancel(id);
+            }
             st.subs.keys().rev().cloned().collect()
         };
         for name in names {

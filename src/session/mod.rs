@@ -43,6 +43,7 @@ mod history;
 mod message;
 mod outbox;
 mod periodic;
+mod presence;
 mod published;
 mod subscribe;
 mod unsubscribe;
@@ -169,6 +170,16 @@ struct State {
     /// permessage-deflate, when the client negotiated it (R-WS-6a). Inline (24 bytes): browsers
     /// always negotiate it, and boxed it cost them 56.
     deflate: Option<Peer>,
+    /// What the JWT the session authenticated with grants beyond its auth fields (issue 14).
+    token: Option<Box<Token>>,
+}
+
+/// A JWT authentication's expiry and channels.
+struct Token {
+    /// The timer that ends the authentication at the token's `exp`.
+    expiry: Option<TimerId>,
+    /// The `channels` claim: subscribed without the authorizer callback.
+    channels: Option<Vec<String>>,
 }
 
 /// Why a command ends abnormally.
@@ -496,6 +507,8 @@ impl Session {
                     Event::Message => self.message(&cmd).await,
                     Event::Unsubscribe => self.unsubscribe(&cmd).await,
                     Event::History => self.history(&cmd).await,
+                    Event::Presence => self.presence(&cmd, false).await,
+                    Event::PresenceStats => self.presence(&cmd, true).await,
                 };
                 match result {
                     Ok(success) => metrics.event(event.name(), success),
@@ -634,6 +647,9 @@ impl Session {
         };
         sub.stop_timers(&self.app.timers, stop_reauth);
         self.app.hub.release(name, self.id);
+        if sub.service.presence {
+            self.presence_leave(name, &sub.service);
+        }
         Some(Removed {
             service: sub.service,
             extra: sub.extra,
@@ -642,13 +658,17 @@ impl Session {
     }
 }
 
-/// A client command for the log: a `ticket` is a credential and is never logged, whatever the
-/// event.
+/// A client command for the log: a `ticket` (or a JWT's `token`) is a credential and is never
+/// logged, whatever the event.
 fn masked(command: &Value) -> std::borrow::Cow<'_, Value> {
     match command {
-        Value::Object(m) if m.contains_key("ticket") => {
+        Value::Object(m) if m.contains_key("ticket") || m.contains_key("token") => {
             let mut m = m.clone();
-            m.insert("ticket".into(), Value::String("*****".into()));
+            for key in ["ticket", "token"] {
+                if m.contains_key(key) {
+                    m.insert(key.into(), Value::String("*****".into()));
+                }
+            }
             std::borrow::Cow::Owned(Value::Object(m))
         }
         _ => std::borrow::Cow::Borrowed(command),

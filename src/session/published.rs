@@ -158,7 +158,7 @@ impl Member for Session {
         self.pipeline(&mut st, msg, Some(fanout));
     }
 
-    fn unrecovered(&self, channel: &str, frame: &Utf8Bytes) {
+    fn notice(&self, channel: &str, frame: &Utf8Bytes) {
         if !self.is_closing() && self.lock().subs.contains_key(channel) {
             self.push(frame.clone());
         }

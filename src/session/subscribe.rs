@@ -48,7 +48,8 @@ impl Session {
 
         // R-SUB-5: authorize.
         let mut authz = Map::new();
-        if let Some(url) = &svc.authorizer {
+        let authorizer = svc.authorizer.as_ref().filter(|_| !self.token_grants(name));
+        if let Some(url) = authorizer {
             tracing::debug!(
                 session = self.id,
                 subscription = name,
@@ -239,6 +240,10 @@ impl Session {
             for msg in follow {
                 self.pipeline(st, &msg, None);
             }
+        }
+
+        if svc.presence {
+            self.presence_join(name, &svc, &extra.map).await;
         }
 
         // R-SUB-12: on_subscribe; its answer is ignored.

@@ -54,12 +54,14 @@ impl Plan {
 }
 
 /// Plans what follows the reply, from the client's `recover` request (`Some(None)` when it was
-/// malformed), the channel's history read after the channel subscription was confirmed, and
-/// the live messages buffered since then.
+/// malformed), the channel's history read after the channel subscription was confirmed, the
+/// live messages buffered since then, and the subscription's recovery window (`before_subscribe`
+/// `options.history`: at most that many missed messages are recovered).
 pub fn plan(
     recover: Option<Option<&Recover>>,
     history: &History,
     buffered: Vec<Arc<Published>>,
+    window: Option<u64>,
 ) -> Plan {
     let same_epoch = |m: &Published| {
         m.position
@@ -69,6 +71,9 @@ pub fn plan(
     };
     let recovered_messages = recover.map(|r| {
         let r = r.filter(|r| r.epoch == history.epoch && r.offset <= history.top)?;
+        if window.is_some_and(|w| history.top - r.offset > w) {
+            return None;
+        }
         let messages: Vec<Arc<Published>> = history
             .messages
             .iter()
@@ -153,7 +158,7 @@ mod tests {
     fn recovers_the_gap_then_live_messages_without_duplicates() {
         // The client had 3; history holds 4..=6; live 5..=8 were buffered meanwhile.
         let buffered = (5..=8).map(|o| msg(o, "E")).collect();
-        let p = plan(Some(Some(&at(3, "E"))), &history(6, 4), buffered);
+        let p = plan(Some(Some(&at(3, "E"))), &history(6, 4), buffered, None);
         assert_eq!(p.recovered, Some(true));
         assert_eq!(p.offset, 3);
         assert_eq!(offsets(&p), vec![4, 5, 6, 7, 8]);
@@ -165,7 +170,12 @@ mod tests {
 
     #[test]
     fn nothing_missed_is_recovered_with_nothing() {
-        let p = plan(Some(Some(&at(6, "E"))), &history(6, 7), vec![msg(7, "E")]);
+        let p = plan(
+            Some(Some(&at(6, "E"))),
+            &history(6, 7),
+            vec![msg(7, "E")],
+            None,
+        );
         assert_eq!((p.recovered, p.offset), (Some(true), 6));
         assert_eq!(offsets(&p), vec![7]);
     }
@@ -177,23 +187,32 @@ mod tests {
             (at(3, "X"), history(6, 4)),
             (at(9, "E"), history(6, 4)),
         ] {
-            let p = plan(Some(Some(&r)), &h, vec![msg(7, "E")]);
+            let p = plan(Some(Some(&r)), &h, vec![msg(7, "E")], None);
             assert_eq!(p.recovered, Some(false), "{r:?}");
             assert_eq!(offsets(&p), vec![7], "only live messages follow");
             assert_eq!(p.offset, 6);
         }
-        let p = plan(Some(None), &history(6, 4), vec![]);
+        let p = plan(Some(None), &history(6, 4), vec![], None);
         assert_eq!((p.recovered, p.offset), (Some(false), 6));
     }
 
     #[test]
     fn without_recover_the_position_precedes_the_buffered_messages() {
-        let p = plan(None, &history(6, 4), vec![msg(6, "E")]);
+        let p = plan(None, &history(6, 4), vec![msg(6, "E")], None);
         assert_eq!((p.recovered, p.offset), (None, 5));
         assert_eq!(offsets(&p), vec![6]);
-        let p = plan(None, &history(6, 4), vec![]);
+        let p = plan(None, &history(6, 4), vec![], None);
         assert_eq!(p.offset, 6);
         assert!(!p.reply_fields().contains_key("recovered"));
+    }
+
+    #[test]
+    fn a_subscription_window_limits_what_is_recovered() {
+        let within = plan(Some(Some(&at(4, "E"))), &history(6, 5), vec![], Some(2));
+        assert_eq!(within.recovered, Some(true));
+        assert_eq!(offsets(&within), vec![5, 6]);
+        let beyond = plan(Some(Some(&at(3, "E"))), &history(6, 4), vec![], Some(2));
+        assert_eq!(beyond.recovered, Some(false));
     }
 
     #[test]

@@ -19,6 +19,9 @@ async fn redis_nodes(nodes: usize, size: usize) -> (Redis, MockService, Vec<Serv
     let mut cfg = base_config(&redis, &svc);
     cfg.set("api", json!({"port": 0}));
     cfg.set("services.hist", history_service(size));
+    let mut narrowed = history_service(size);
+    narrowed["before_subscribe"] = json!(svc.url("/narrowed/before_subscribe"));
+    cfg.set("services.narrowed", narrowed);
     let mut servers = Vec::new();
     for _ in 0..nodes {
         servers.push(Server::start_config(&cfg).await);
@@ -320,4 +323,52 @@ async fn the_history_command_returns_the_last_messages() {
         json!({"event": "history", "status": "error", "error": "History is not enabled.", "subscription": "plain.room"})
     );
     server.stop(secs(10.0)).await;
+}
+
+/// `before_subscribe` may narrow a subscription's recovery window (`"options": {"history": N}`)
+/// or turn history off for it (`{"history": false}`: no position, no recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_subscribe_options_narrow_or_turn_off_history() {
+    let (_redis, svc, nodes) = redis_nodes(1, 100).await;
+    let port = api_port(&nodes[0]).await;
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let epoch = subscribe(&mut c, "narrowed.room", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.close().await;
+    for i in 1..=5u64 {
+        publish(port, "narrowed.room", json!(i)).await;
+    }
+    let recover = json!({"offset": 0, "epoch": epoch});
+    svc.set(
+        "/narrowed/before_subscribe",
+        Reply::json(json!({"status": "ok", "options": {"history": 3}})),
+    );
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let r = subscribe(&mut c, "narrowed.room", Some(recover.clone())).await;
+    assert_eq!(r["recovered"], false, "5 missed, window 3: {r}");
+    c.close().await;
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let r = subscribe(
+        &mut c,
+        "narrowed.room",
+        Some(json!({"offset": 3, "epoch": epoch})),
+    )
+    .await;
+    assert_eq!(r["recovered"], true, "2 missed, window 3: {r}");
+    assert_eq!(offsets(&mut c, 2).await.len(), 2);
+    c.close().await;
+    svc.set(
+        "/narrowed/before_subscribe",
+        Reply::json(json!({"status": "ok", "options": {"history": false}})),
+    );
+    let mut c = Client::connect(&nodes[0].ws_url()).await;
+    let r = subscribe(&mut c, "narrowed.room", Some(recover)).await;
+    assert_eq!(
+        r,
+        json!({"event": "subscribe", "status": "ok", "recovered": false, "subscription": "narrowed.room"})
+    );
+    c.expect_silence(ms(200)).await;
+    nodes[0].stop(secs(10.0)).await;
 }

@@ -132,7 +132,12 @@ impl Session {
         // Issue 14: the channel's position and, when the client asks to recover, the messages
         // it missed. Read now that live messages for the name are being buffered.
         let recover = crate::history::recover_of(cmd);
-        let history = match svc.history() {
+        // `before_subscribe` may turn history off for this subscription (`"options":
+        // {"history": false}`) or narrow its recovery window (`{"history": N}`).
+        let sub_history = answer.get("options").and_then(|o| o.get("history"));
+        let window = sub_history.and_then(Value::as_u64);
+        let history_on = sub_history != Some(&Value::Bool(false));
+        let history = match svc.history().filter(|_| history_on) {
             None => None,
             Some((_, ttl)) => {
                 let since = recover.as_ref().and_then(|r| r.as_ref()).map(|r| r.offset);
@@ -191,8 +196,12 @@ impl Session {
             }
             let (follow, reply_fields) = match &history {
                 Some(h) => {
-                    let plan =
-                        crate::history::plan(recover.as_ref().map(Option::as_ref), h, buffered);
+                    let plan = crate::history::plan(
+                        recover.as_ref().map(Option::as_ref),
+                        h,
+                        buffered,
+                        window,
+                    );
                     let fields = plan.reply_fields();
                     (plan.deliver, Some(fields))
                 }

@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>, cfg: &ApiConfig) -> Router {
                 .fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "Use POST /publish.") }),
         )
         .route("/presence", get(presence))
+        .route("/admin/reload", post(admin_reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not found: use POST /publish.") })
         .layer(DefaultBodyLimit::max(cfg.max_body_size))
         .with_state(ApiState { app, key })
@@ -171,9 +172,10 @@ async fn publish(
     let mut offsets = Vec::new();
     for (published, (subscription, payload)) in payloads.into_iter().enumerate() {
         let channel = format!("{}{}", broker.prefix(), subscription);
-        let history = subscription
-            .split_once('.')
-            .and_then(|(service, _)| st.app.cfg.services.get(service))
+        let history = st
+            .app
+            .cfg()
+            .service_for(&subscription)
             .and_then(|svc| svc.history());
         let sent = match history {
             // The broker gives the message its offset in the channel's history (issue 14).
@@ -210,6 +212,24 @@ async fn publish(
     )
 }
 
+/// `POST /admin/reload` (issue 17): reloads the configuration file like SIGHUP. `200` with what
+/// changed and what needs a restart, `400` with the configuration error (nothing changed).
+async fn admin_reload(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(key) = &st.key {
+        if !authorized(&headers, key) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid API key: send it as `Authorization: Bearer <key>`.",
+            );
+        }
+    }
+    tracing::info!("reload requested");
+    match crate::reload::reload(&st.app) {
+        Ok(report) => json_response(StatusCode::OK, report.to_json()),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
 /// `GET /presence?subscription=NAME` (issue 14): the members of a channel whose service has
 /// `presence`, across nodes.
 async fn presence(State(st): State<ApiState>, headers: HeaderMap, query: RawQuery) -> Response {
@@ -229,9 +249,7 @@ async fn presence(State(st): State<ApiState>, headers: HeaderMap, query: RawQuer
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "`subscription` is required.");
     };
-    let svc = name
-        .split_once('.')
-        .and_then(|(service, _)| st.app.cfg.services.get(service));
+    let svc = st.app.cfg().service_for(&name);
     if !svc.is_some_and(|s| s.presence) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -22,10 +22,17 @@ pub trait LiveSession: Send + Sync {
     fn close(&self, code: u16, reason: &'static str);
     /// Bytes of frames queued for the client.
     fn queued_bytes(&self) -> usize;
+    /// A reloaded configuration is in force: subscriptions take their service's new settings;
+    /// those whose service is gone end.
+    fn reconfigure(&self, cfg: &Config);
 }
 
 pub struct App {
-    pub cfg: Arc<Config>,
+    /// The configuration in force; replaced by a reload (`crate::reload`). Read it with
+    /// [`App::cfg`].
+    config: arc_swap::ArcSwap<Config>,
+    /// The file it came from (`None`: the embedded quick start, nothing to reload).
+    pub config_path: Option<std::path::PathBuf>,
     pub http: ServiceClient,
     /// `[authentication.jwt]`, when configured.
     pub jwt: Option<crate::jwt::Verifier>,
@@ -49,13 +56,15 @@ pub struct App {
 impl App {
     pub fn new(
         cfg: Arc<Config>,
+        config_path: Option<std::path::PathBuf>,
         http: ServiceClient,
         jwt: Option<crate::jwt::Verifier>,
         hub: Hub,
         metrics: Arc<Metrics>,
     ) -> App {
         App {
-            cfg,
+            config: arc_swap::ArcSwap::new(cfg),
+            config_path,
             http,
             jwt,
             hub,
@@ -69,6 +78,16 @@ impl App {
             connections: AtomicUsize::new(0),
             session_ended: Notify::new(),
         }
+    }
+
+    /// The configuration in force (a cheap snapshot: hold it for the duration of one step).
+    pub fn cfg(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Puts a reloaded configuration in force.
+    pub fn set_cfg(&self, cfg: Arc<Config>) {
+        self.config.store(cfg);
     }
 
     /// From now on, connections that complete their handshake are dropped (R-SHUT-3).

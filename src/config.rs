@@ -906,6 +906,12 @@ impl Config {
         Some((ssl.cert.as_deref()?, ssl.key.as_deref()?))
     }
 
+    /// The service of a subscription name (`service.topic`).
+    pub fn service_for(&self, subscription: &str) -> Option<Arc<ServiceConfig>> {
+        let (service, _) = subscription.split_once('.')?;
+        self.services.get(service).cloned()
+    }
+
     /// Whether some service keeps history or presence (the broker then needs a command
     /// connection).
     pub fn has_history(&self) -> bool {

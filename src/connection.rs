@@ -192,7 +192,7 @@ where
         let id = app.next_session_id();
         let session = Session::new(app.clone(), id, remote);
         if let Some(agreed) = deflate {
-            session.set_deflate(agreed.mode(&app.cfg.ws.compression));
+            session.set_deflate(agreed.mode(&app.cfg().ws.compression));
         }
         app.register(session.clone());
         if app.is_shutting_down() {
@@ -206,7 +206,7 @@ where
         app.metrics.connection_opened();
         tracing::debug!(session = id, remote = %remote, "new session");
         tracing::info!(session = id, remote = %remote, "connection open");
-        let limits = &app.cfg.limits;
+        let limits = &app.cfg().limits;
         let mut conn = Connection {
             io,
             decoder: FrameReader::new(limits.max_message_size),
@@ -238,7 +238,7 @@ where
         let session = self.session.clone();
         let session = &*session;
         let app = session.app();
-        let limits = &app.cfg.limits;
+        let limits = &app.cfg().limits;
         // Before the outbox is looked at: a frame queued from now on wakes this task.
         session.outbox().register(cx.waker());
         for _ in 0..ROUNDS_PER_POLL {
@@ -325,7 +325,7 @@ where
             return;
         };
         let session = &self.session;
-        let limits = &session.app().cfg.limits;
+        let limits = &session.app().cfg().limits;
         let now = Instant::now();
         match self
             .bucket
@@ -650,7 +650,7 @@ impl PingSpec {
     /// `which`: 0 is the configured `ws.ping` (R-WS-7), 1 the library keepalive (R-WS-8).
     fn of(session: &Session, which: usize) -> PingSpec {
         if which == 0 {
-            let ping = &session.app().cfg.ws.ping;
+            let ping = &session.app().cfg().ws.ping;
             PingSpec {
                 interval: ping.interval.duration(),
                 timeout: ping.timeout.duration(),

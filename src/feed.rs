@@ -88,9 +88,9 @@ async fn catch_up(app: &App, index: usize) {
     };
     let (mut recovered, mut unrecovered, mut messages) = (0usize, 0usize, 0usize);
     for (name, last) in app.hub.positions() {
-        let ttl = name
-            .split_once('.')
-            .and_then(|(service, _)| app.cfg.services.get(service))
+        let ttl = app
+            .cfg()
+            .service_for(&name)
             .and_then(|svc| svc.history())
             .map(|(_, ttl)| ttl);
         let Some(ttl) = ttl else {

@@ -20,6 +20,7 @@
 //! - [`session`]: one connection's state and command processing.
 //! - [`api`]: the HTTP publish API (`POST /publish`).
 //! - [`app`]: the process-wide context shared by sessions.
+//! - [`reload`]: hot reload of the configuration (SIGHUP, `POST /admin/reload`).
 //! - [`tls`]: the `wss://` listener's certificate.
 //! - [`server`]: accept, WebSocket handshake, per-connection IO, pings, TLS, shutdown.
 //! - [`wire`]: the frames the server writes, batched into vectored writes.
@@ -44,6 +45,7 @@ pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod redact;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -61,19 +61,38 @@ pub fn init(cfg: &LogConfig) {
     let rust_log = std::env::var_os("RUST_LOG").map(|v| v.to_string_lossy().into_owned());
     let (filter, warning) = select_filter(cfg.level, rust_log.as_deref());
     let layer = LogLayer::new(cfg, style, filter, StderrSink);
-    if let Some(error) = warning {
+    if let Some(error) = &warning {
         layer.write_record(
             &Level::WARN,
             OWN_TARGET,
             "invalid RUST_LOG, using log.level",
             &[
                 ("rust_log", Value::String(rust_log.unwrap_or_default())),
-                ("error", Value::String(error)),
+                ("error", Value::String(error.clone())),
             ],
         );
     }
+    let (layer, handle) = tracing_subscriber::reload::Layer::new(layer);
+    let _ = RELOAD.set(handle);
     let _ = tracing::subscriber::set_global_default(Registry::default().with(layer));
 }
+
+/// Changes the installed subscriber's level and format to `cfg`'s (a configuration reload);
+/// `RUST_LOG`, when set, still decides the filter. Does nothing before [`init`].
+pub fn reconfigure(cfg: &LogConfig) {
+    let Some(handle) = RELOAD.get() else {
+        return;
+    };
+    let style = Style::resolve(cfg.format, std::io::stderr().is_terminal());
+    let rust_log = std::env::var_os("RUST_LOG").map(|v| v.to_string_lossy().into_owned());
+    let (filter, _) = select_filter(cfg.level, rust_log.as_deref());
+    let _ = handle.modify(|layer| *layer = LogLayer::new(cfg, style, filter, StderrSink));
+}
+
+/// The handle [`reconfigure`] swaps the stderr layer through.
+static RELOAD: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<LogLayer<StderrSink>, Registry>,
+> = std::sync::OnceLock::new();
 
 /// The layer [`init`] installs, writing into `writer` instead of stderr and filtering by
 /// `cfg.level` only (`RUST_LOG` is ignored). `LogFormat::Auto` means JSON. For tests.

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(socketshark::server::run(cfg));
+    let code = runtime.block_on(socketshark::server::run(cfg, cli.config.clone()));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(code as u8)
 }

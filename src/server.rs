@@ -39,16 +39,18 @@ fn bind_host(host: &str) -> &str {
     if host.is_empty() { "0.0.0.0" } else { host }
 }
 
-/// Runs the server until it shuts down. Returns the process exit status.
-pub async fn run(cfg: Config) -> i32 {
+/// Runs the server until it shuts down. Returns the process exit status. `config_path` is the
+/// file `cfg` came from, read again on a reload.
+pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> i32 {
     // Installed first, so that a signal arriving during startup is not fatal: it is handled
     // once the server is up (R-CFG-7: orderly shutdown, exit 0).
     let signals = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             tracing::error!(error = %e, "cannot install signal handlers");
             return 1;
         }
@@ -121,7 +123,14 @@ pub async fn run(cfg: Config) -> i32 {
             }
         },
     };
-    let app = Arc::new(App::new(cfg.clone(), http, jwt, hub, metrics.clone()));
+    let app = Arc::new(App::new(
+        cfg.clone(),
+        config_path,
+        http,
+        jwt,
+        hub,
+        metrics.clone(),
+    ));
 
     let host = bind_host(&cfg.ws.host);
     let listener = match TcpListener::bind((host, cfg.ws.port.0)).await {
@@ -175,7 +184,7 @@ pub async fn run(cfg: Config) -> i32 {
     metrics.set_ready(true);
 
     let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<Trigger>();
-    let signals = tokio::spawn(watch_signals(signals, trigger_tx.clone()));
+    let signals = tokio::spawn(watch_signals(signals, trigger_tx.clone(), app.clone()));
     let mut background = Vec::new();
     for (index, (b, messages)) in brokers.iter().zip(streams).enumerate() {
         let tx = trigger_tx.clone();
@@ -309,12 +318,22 @@ async fn start_metrics(cfg: &Config, metrics: &Arc<Metrics>) {
     }
 }
 
-/// SIGTERM and SIGINT start the shutdown; later ones are only logged (R-SHUT-2).
-async fn watch_signals((mut term, mut int): (Signal, Signal), tx: mpsc::UnboundedSender<Trigger>) {
+/// SIGTERM and SIGINT start the shutdown; later ones are only logged (R-SHUT-2). SIGHUP reloads
+/// the configuration (`crate::reload`).
+async fn watch_signals(
+    (mut term, mut int, mut hup): (Signal, Signal, Signal),
+    tx: mpsc::UnboundedSender<Trigger>,
+    app: Arc<App>,
+) {
     loop {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("reload requested");
+                let _ = crate::reload::reload(&app);
+                continue;
+            }
         }
         tracing::info!("stop requested");
         let _ = tx.send(Trigger::Signal);
@@ -327,9 +346,9 @@ async fn refresh_presence(app: &App) {
         return;
     };
     for (name, members) in app.presence.snapshot() {
-        let ttl = name
-            .split_once('.')
-            .and_then(|(service, _)| app.cfg.services.get(service))
+        let ttl = app
+            .cfg()
+            .service_for(&name)
             .map(|s| s.presence_ttl.duration());
         let Some(ttl) = ttl else { continue };
         let channel = format!("{}{}", b.prefix(), name);
@@ -378,7 +397,7 @@ async fn accept_tls(
     acceptor: tokio_rustls::TlsAcceptor,
 ) -> Option<Accepted<tokio_rustls::server::TlsStream<TcpStream>>> {
     let _ = stream.set_nodelay(true);
-    let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
+    let handshake_timeout = app.cfg().limits.handshake_timeout.duration();
     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => accept_handshake(app, s, remote).await,
         Ok(Err(e)) => {
@@ -400,8 +419,8 @@ async fn accept_handshake<S: Io>(
     mut stream: S,
     remote: SocketAddr,
 ) -> Option<Accepted<S>> {
-    let handshake_timeout = app.cfg.limits.handshake_timeout.duration();
-    let compression = &app.cfg.ws.compression;
+    let handshake_timeout = app.cfg().limits.handshake_timeout.duration();
+    let compression = &app.cfg().ws.compression;
     let handshake = handshake(&mut stream, compression);
     let (leftover, deflate) = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(rest)) => rest,

@@ -80,7 +80,8 @@ async fn metric(env: &TestEnv, sample: &str) -> f64 {
 
 /// Runs one outage (`outage` breaks Redis, `restore` brings it back) and checks everything the
 /// issue asks of `reconnect`.
-async fn ride_out(name: &str, outage: impl AsyncFnOnce(&Redis), restore: impl AsyncFnOnce(&Redis)) {
+async fn ride_out(outage: Outage) {
+    let name = outage.name();
     let env = TestEnv::start_with(reconnecting).await;
     let mut clients = subscribed_clients(&env).await;
     every_topic_delivers(&env, &mut clients, "before").await;
@@ -92,7 +93,7 @@ async fn ride_out(name: &str, outage: impl AsyncFnOnce(&Redis), restore: impl As
     );
 
     let mark = env.server.log_mark();
-    outage(&env.redis).await;
+    outage.start(&env.redis).await;
     env.server
         .wait_log_since(
             mark,
@@ -108,7 +109,7 @@ async fn ride_out(name: &str, outage: impl AsyncFnOnce(&Redis), restore: impl As
     let mut late = env.client().await;
     late.send(&json!({"event": "subscribe", "subscription": "simple.late"}))
         .await;
-    restore(&env.redis).await;
+    outage.end(&env.redis).await;
     let back = env
         .server
         .wait_log_since(mark, |l| is_event(l, "redis reconnected"), secs(10.0))
@@ -151,30 +152,50 @@ async fn ride_out(name: &str, outage: impl AsyncFnOnce(&Redis), restore: impl As
     env.server.stop(secs(10.0)).await;
 }
 
+/// The two outages of the issue: SIGKILL and a restart after 3 s, or SIGSTOP for 5 s.
+#[derive(Clone, Copy)]
+enum Outage {
+    Kill,
+    Freeze,
+}
+
+impl Outage {
+    fn name(self) -> &'static str {
+        match self {
+            Outage::Kill => "kill",
+            Outage::Freeze => "freeze",
+        }
+    }
+
+    async fn start(self, r: &Redis) {
+        match self {
+            Outage::Kill => r.stop(),
+            Outage::Freeze => r.freeze(),
+        }
+    }
+
+    async fn end(self, r: &Redis) {
+        match self {
+            Outage::Kill => {
+                sleep_ms(3000).await;
+                r.restart().await;
+            }
+            Outage::Freeze => {
+                sleep_ms(5000).await;
+                r.unfreeze();
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_rides_out_a_redis_killed_and_restarted_after_3_s() {
-    ride_out(
-        "kill",
-        async |r: &Redis| r.stop(),
-        async |r: &Redis| {
-            sleep_ms(3000).await;
-            r.restart().await;
-        },
-    )
-    .await;
+    ride_out(Outage::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_rides_out_a_redis_frozen_for_5_s() {
-    ride_out(
-        "freeze",
-        async |r: &Redis| r.freeze(),
-        async |r: &Redis| {
-            sleep_ms(5000).await;
-            r.unfreeze();
-        },
-    )
-    .await;
+    ride_out(Outage::Freeze).await;
 }
 
 /// While Redis is down, a subscribe waits at most 10 s, then fails like any broker failure
@@ -222,11 +243,8 @@ async fn a_subscribe_during_a_long_outage_fails_after_10_s_and_the_session_stays
 /// With history (issue 14) every message acknowledged by `POST /publish` reaches every
 /// subscriber exactly once and in order, including those published while the server was
 /// reconnecting: after the outage the server reads the gap from each channel's history.
-async fn nothing_lost_with_history(
-    name: &str,
-    outage: impl AsyncFnOnce(&Redis),
-    restore: impl AsyncFnOnce(&Redis),
-) {
+async fn nothing_lost_with_history(outage: Outage) {
+    let name = outage.name();
     const CHANNELS: usize = 4;
     let env = TestEnv::start_with(|cfg| {
         reconnecting(cfg);
@@ -275,8 +293,8 @@ async fn nothing_lost_with_history(
     });
     sleep_ms(1000).await;
     let mark = env.server.log_mark();
-    outage(&env.redis).await;
-    restore(&env.redis).await;
+    outage.start(&env.redis).await;
+    outage.end(&env.redis).await;
     let back = env
         .server
         .wait_log_since(mark, |l| is_event(l, "redis reconnected"), secs(15.0))
@@ -320,28 +338,12 @@ async fn nothing_lost_with_history(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_history_nothing_is_lost_when_redis_is_killed_and_restarted() {
-    nothing_lost_with_history(
-        "kill",
-        async |r: &Redis| r.stop(),
-        async |r: &Redis| {
-            sleep_ms(3000).await;
-            r.restart().await;
-        },
-    )
-    .await;
+    nothing_lost_with_history(Outage::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_history_nothing_is_lost_when_redis_is_frozen() {
-    nothing_lost_with_history(
-        "freeze",
-        async |r: &Redis| r.freeze(),
-        async |r: &Redis| {
-            sleep_ms(5000).await;
-            r.unfreeze();
-        },
-    )
-    .await;
+    nothing_lost_with_history(Outage::Freeze).await;
 }
 
 /// The gap recovery made deterministic: Redis refuses SUBSCRIBE (ACL) and the server's

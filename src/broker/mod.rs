@@ -16,6 +16,13 @@ use futures_util::stream::BoxStream;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// The answer of a broker without `what` (history, presence).
+fn unsupported<T: Send + 'static>(what: &str) -> BoxFuture<Result<T, String>> {
+    Box::pin(std::future::ready(Err(format!(
+        "this broker keeps no {what}"
+    ))))
+}
+
 /// Unix time in seconds (presence expiry).
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -76,9 +83,7 @@ pub trait Broker: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<Result<u64, String>> {
         let _ = (channel, payload, size, ttl);
-        Box::pin(std::future::ready(Err(
-            "this broker keeps no history".to_owned()
-        )))
+        unsupported("history")
     }
 
     /// The channel's position and, with `since`, the stored messages after that offset. A
@@ -91,9 +96,7 @@ pub trait Broker: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<Result<History, String>> {
         let _ = (channel, since, ttl);
-        Box::pin(std::future::ready(Err(
-            "this broker keeps no history".to_owned()
-        )))
+        unsupported("history")
     }
 
     /// Adds or refreshes presence members of `channel` (issue 14): `(member id, info JSON)`
@@ -105,25 +108,19 @@ pub trait Broker: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<Result<(), String>> {
         let _ = (channel, members, ttl);
-        Box::pin(std::future::ready(Err(
-            "this broker keeps no presence".to_owned()
-        )))
+        unsupported("presence")
     }
 
     /// Removes a presence member of `channel`.
     fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
         let _ = (channel, member);
-        Box::pin(std::future::ready(Err(
-            "this broker keeps no presence".to_owned()
-        )))
+        unsupported("presence")
     }
 
     /// The info JSON of `channel`'s present members (expired ones dropped).
     fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
         let _ = channel;
-        Box::pin(std::future::ready(Err(
-            "this broker keeps no presence".to_owned()
-        )))
+        unsupported("presence")
     }
 
     /// Round-trips a ping; used for the liveness check (R-RED-4).

@@ -14,7 +14,8 @@ impl Session {
                 return self.auth_jwt(verifier, cmd).await;
             }
         }
-        let ticket_cfg = self.app.cfg.authentication.ticket.as_ref();
+        let cfg = self.app.cfg();
+        let ticket_cfg = cfg.authentication.ticket.as_ref();
         let method_ok = match cmd.get("method") {
             None => true,
             Some(Value::String(m)) => m == "ticket",

@@ -253,11 +253,40 @@ impl LiveSession for Session {
     fn queued_bytes(&self) -> usize {
         self.out.queued_bytes()
     }
+
+    fn reconfigure(&self, cfg: &crate::config::Config) {
+        let gone: Vec<(String, u64)> = {
+            let mut st = self.lock();
+            let mut gone = Vec::new();
+            for (name, sub) in st.subs.iter_mut() {
+                match cfg.services.get(&sub.service.name) {
+                    Some(svc) => sub.service = svc.clone(),
+                    None => gone.push((name.clone(), sub.instance)),
+                }
+            }
+            gone
+        };
+        if gone.is_empty() || self.is_closing() {
+            return;
+        }
+        let session = self.strong();
+        tokio::spawn(async move {
+            let text = Value::String(proto::ERR_UNAUTHORIZED.into());
+            for (name, instance) in gone {
+                tracing::info!(
+                    session = session.id,
+                    subscription = name.as_str(),
+                    "service removed by a configuration reload"
+                );
+                session.renewal_failed(&name, instance, text.clone()).await;
+            }
+        });
+    }
 }
 
 impl Session {
     pub fn new(app: Arc<App>, id: u64, remote: std::net::SocketAddr) -> Arc<Session> {
-        let max_callbacks = app.cfg.limits.max_concurrent_callbacks;
+        let max_callbacks = app.cfg().limits.max_concurrent_callbacks;
         Arc::new_cyclic(|weak| Session {
             id,
             remote,
@@ -288,7 +317,7 @@ impl Session {
 
     /// `ws.write_coalesce` (the writer's linger between batches of pushes).
     pub fn write_coalesce(&self) -> Duration {
-        self.app.cfg.ws.write_coalesce.duration()
+        self.app.cfg().ws.write_coalesce.duration()
     }
 
     /// Whether the server is closing this session: no more pushes or replies are sent, and
@@ -398,7 +427,7 @@ impl Session {
             Some(c) => self.out.push_compressed(frame, c),
             None => self.out.push_text(frame, false),
         };
-        let budget = self.app.cfg.limits.max_outbound_bytes;
+        let budget = self.app.cfg().limits.max_outbound_bytes;
         if queued > budget && (queued > budget.saturating_mul(4) || self.out.writer_stuck()) {
             tracing::warn!(
                 session = self.id,
@@ -564,7 +593,7 @@ impl Session {
             Name::Missing => invalid(proto::ERR_INVALID_SUBSCRIPTION, None),
             Name::NotAString => return Err(Failure::Malformed("subscription is not a string")),
             Name::BadFormat(s) => invalid(proto::ERR_INVALID_SUBSCRIPTION, Some(s)),
-            Name::Ok { name, service } => match self.app.cfg.services.get(service) {
+            Name::Ok { name, service } => match self.app.cfg().services.get(service) {
                 Some(svc) => NameCheck::Ok(name, svc.clone()),
                 None => invalid(proto::ERR_INVALID_SERVICE, Some(name)),
             },

@@ -40,7 +40,7 @@ impl Session {
                 None,
             );
         }
-        let max = self.app.cfg.limits.max_subscriptions;
+        let max = self.app.cfg().limits.max_subscriptions;
         if max > 0 && self.lock().subs.len() >= max {
             let text = proto::ERR_TOO_MANY_SUBSCRIPTIONS.into();
             return self.error_reply(ev, name, &text, &extra, None);

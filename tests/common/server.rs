@@ -331,6 +331,11 @@ impl Server {
         &self.config
     }
 
+    /// Replaces the configuration file the server reads on a reload (SIGHUP).
+    pub fn rewrite_config(&self, config_toml: &str) {
+        self._dir.write("socketshark.toml", config_toml);
+    }
+
     /// The Prometheus port from the `metrics listening` line, waiting up to 5 s for it;
     /// None if the configuration has no `[metrics.prometheus]`.
     pub async fn metrics_port(&self) -> Option<u16> {

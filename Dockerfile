@@ -10,7 +10,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin socketshark \
- && cp target/release/socketshark /socketshark
+ && strip -o /socketshark target/release/socketshark
 
 FROM debian:bookworm-slim
 # curl only for the HEALTHCHECK; ca-certificates for https:// callbacks and rediss://.

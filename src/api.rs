@@ -32,6 +32,7 @@ use crate::publish::{Published, Rejected};
 struct ApiState {
     app: Arc<App>,
     key: Option<Arc<str>>,
+    started: std::time::Instant,
 }
 
 pub fn router(app: Arc<App>, cfg: &ApiConfig) -> Router {
@@ -48,9 +49,15 @@ pub fn router(app: Arc<App>, cfg: &ApiConfig) -> Router {
         )
         .route("/presence", get(presence))
         .route("/admin/reload", post(admin_reload))
+        .route("/status.json", get(status_json))
+        .route("/status", get(status_page))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not found: use POST /publish.") })
         .layer(DefaultBodyLimit::max(cfg.max_body_size))
-        .with_state(ApiState { app, key })
+        .with_state(ApiState {
+            app,
+            key,
+            started: std::time::Instant::now(),
+        })
 }
 
 /// Serves the API on an already-bound listener until the task is dropped.
@@ -126,13 +133,8 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(key) = &st.key {
-        if !authorized(&headers, key) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key: send it as `Authorization: Bearer <key>`.",
-            );
-        }
+    if let Some(denied) = check_key(&st, &headers, None) {
+        return denied;
     }
     let body = match body {
         Ok(b) => b,
@@ -212,16 +214,48 @@ async fn publish(
     )
 }
 
+/// `GET /status.json` (issue 15): see `crate::status`.
+async fn status_json(State(st): State<ApiState>, headers: HeaderMap, query: RawQuery) -> Response {
+    if let Some(denied) = check_key(&st, &headers, query.0.as_deref()) {
+        return denied;
+    }
+    json_response(StatusCode::OK, crate::status::status(&st.app, st.started))
+}
+
+/// `GET /status`: the page that shows `status.json` (with the key as `?key=` when one is set).
+async fn status_page(State(st): State<ApiState>, headers: HeaderMap, query: RawQuery) -> Response {
+    if let Some(denied) = check_key(&st, &headers, query.0.as_deref()) {
+        return denied;
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::status::PAGE,
+    )
+        .into_response()
+}
+
+/// `401` unless the request carries the API key (header, or `?key=` for the status page that a
+/// browser opens), when one is set.
+fn check_key(st: &ApiState, headers: &HeaderMap, query: Option<&str>) -> Option<Response> {
+    let key = st.key.as_ref()?;
+    let in_query = query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "key" && same_key(v.as_bytes(), key.as_bytes()))
+    });
+    if in_query || authorized(headers, key) {
+        return None;
+    }
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "Invalid API key: send it as `Authorization: Bearer <key>`.",
+    ))
+}
+
 /// `POST /admin/reload` (issue 17): reloads the configuration file like SIGHUP. `200` with what
 /// changed and what needs a restart, `400` with the configuration error (nothing changed).
 async fn admin_reload(State(st): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(key) = &st.key {
-        if !authorized(&headers, key) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key: send it as `Authorization: Bearer <key>`.",
-            );
-        }
+    if let Some(denied) = check_key(&st, &headers, None) {
+        return denied;
     }
     tracing::info!("reload requested");
     match crate::reload::reload(&st.app) {
@@ -233,13 +267,8 @@ async fn admin_reload(State(st): State<ApiState>, headers: HeaderMap) -> Respons
 /// `GET /presence?subscription=NAME` (issue 14): the members of a channel whose service has
 /// `presence`, across nodes.
 async fn presence(State(st): State<ApiState>, headers: HeaderMap, query: RawQuery) -> Response {
-    if let Some(key) = &st.key {
-        if !authorized(&headers, key) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key: send it as `Authorization: Bearer <key>`.",
-            );
-        }
+    if let Some(denied) = check_key(&st, &headers, None) {
+        return denied;
     }
     let name = query.0.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())

@@ -51,6 +51,30 @@ pub struct App {
     connections: AtomicUsize,
     /// Notified whenever a session ends.
     pub session_ended: Notify,
+    /// Messages in (from brokers) and out (to clients) per second, sampled every second.
+    pub rates: Mutex<Rates>,
+}
+
+/// The last two samples of the message counters, for rates.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    pub at: std::time::Instant,
+    pub received: u64,
+    pub delivered: u64,
+    pub in_per_s: f64,
+    pub out_per_s: f64,
+}
+
+impl Rates {
+    /// A new sample: the rates since the previous one.
+    pub fn sample(&mut self, now: std::time::Instant, received: u64, delivered: u64) {
+        let dt = now.duration_since(self.at).as_secs_f64();
+        if dt > 0.0 {
+            self.in_per_s = received.saturating_sub(self.received) as f64 / dt;
+            self.out_per_s = delivered.saturating_sub(self.delivered) as f64 / dt;
+        }
+        (self.at, self.received, self.delivered) = (now, received, delivered);
+    }
 }
 
 impl App {
@@ -77,6 +101,13 @@ impl App {
             shutting_down: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             session_ended: Notify::new(),
+            rates: Mutex::new(Rates {
+                at: std::time::Instant::now(),
+                received: 0,
+                delivered: 0,
+                in_per_s: 0.0,
+                out_per_s: 0.0,
+            }),
         }
     }
 

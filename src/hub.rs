@@ -79,6 +79,8 @@ struct Channel {
 
 pub struct Hub {
     channels: Mutex<foldhash::HashMap<String, Channel>>,
+    /// Messages received from the brokers (for the status page).
+    received: std::sync::atomic::AtomicU64,
     brokers: Vec<Arc<dyn Broker>>,
     codec: Option<Codec>,
 }
@@ -88,6 +90,7 @@ impl Hub {
     pub fn new(brokers: Vec<Arc<dyn Broker>>, compression: Option<CompressionConfig>) -> Hub {
         Hub {
             channels: Mutex::new(foldhash::HashMap::default()),
+            received: Default::default(),
             brokers,
             codec: compression.map(|cfg| Codec {
                 cfg,
@@ -288,6 +291,23 @@ impl Hub {
         }
     }
 
+    /// Messages received from the brokers since start.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Per service: channels held and subscriptions on them (sessions holding or acquiring).
+    pub fn per_service(&self) -> std::collections::BTreeMap<String, (usize, usize)> {
+        let mut m = std::collections::BTreeMap::new();
+        for (name, ch) in self.channels.lock().unwrap().iter() {
+            let service = name.split_once('.').map_or(name.as_str(), |(s, _)| s);
+            let e = m.entry(service.to_owned()).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += ch.members.len();
+        }
+        m
+    }
+
     /// Number of channels held (for tests and metrics).
     pub fn channel_count(&self) -> usize {
         self.channels.lock().unwrap().len()
@@ -305,6 +325,8 @@ impl Hub {
 
     /// Routes one message received from broker `broker_index` (R-PUB-4).
     pub fn dispatch(&self, broker_index: usize, channel: &str, payload: &[u8], queue_size: usize) {
+        self.received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let received_at = publish::now();
         let Some(broker) = self.brokers.get(broker_index) else {
             return;

@@ -21,6 +21,7 @@
 //! - [`api`]: the HTTP publish API (`POST /publish`).
 //! - [`app`]: the process-wide context shared by sessions.
 //! - [`reload`]: hot reload of the configuration (SIGHUP, `POST /admin/reload`).
+//! - [`status`]: the status page and its JSON (`GET /status`, `/status.json`).
 //! - [`tls`]: the `wss://` listener's certificate.
 //! - [`server`]: accept, WebSocket handshake, per-connection IO, pings, TLS, shutdown.
 //! - [`wire`]: the frames the server writes, batched into vectored writes.
@@ -49,6 +50,7 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod status;
 pub mod timers;
 pub mod tls;
 pub mod wire;

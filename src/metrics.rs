@@ -333,6 +333,43 @@ impl Metrics {
             .with(&[service, callback], |h| h.observe(seconds));
     }
 
+    /// Messages pushed to clients since start.
+    pub fn delivered(&self) -> u64 {
+        self.messages_delivered.get()
+    }
+
+    /// For the status page: brokers (connected, outages), drops by reason, and per service and
+    /// callback the attempts, their mean and an estimate of their p99 (from the histogram).
+    pub fn status(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut brokers = serde_json::Map::new();
+        for (labels, g) in self.broker_connected.series() {
+            let outages = self.broker_outages.get(&[&labels[0]], |c| c.get());
+            brokers.insert(
+                labels[0].clone(),
+                json!({"connected": g.get() == 1.0, "outages": outages.unwrap_or(0)}),
+            );
+        }
+        let mut dropped = serde_json::Map::new();
+        for (labels, c) in self.messages_dropped.series() {
+            dropped.insert(labels[0].clone(), c.get().into());
+        }
+        let mut callbacks = Vec::new();
+        for (labels, h) in self.callback_duration.series() {
+            let n = h.get_sample_count();
+            let mean = if n == 0 {
+                0.0
+            } else {
+                h.get_sample_sum() / n as f64
+            };
+            callbacks.push(json!({
+                "service": labels[0], "callback": labels[1], "attempts": n,
+                "mean_s": mean, "p99_le_s": histogram_quantile(&h, 0.99),
+            }));
+        }
+        json!({"brokers": brokers, "dropped": dropped, "callbacks": callbacks})
+    }
+
     /// Current service state (true = 1).
     pub fn is_ready(&self) -> bool {
         self.service_state.get() == 1
@@ -479,6 +516,43 @@ impl<M> Labelled<M> {
         children.push((values.iter().map(|s| s.to_string()).collect(), child));
         r
     }
+}
+
+impl<M: Clone> Labelled<M> {
+    /// Every series: its label values and a handle on it.
+    fn series(&self) -> Vec<(Box<[String]>, M)> {
+        self.children
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `f` on the series with these label values, if it exists.
+    fn get<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> Option<R> {
+        let children = self.children.read().unwrap_or_else(PoisonError::into_inner);
+        children
+            .iter()
+            .find(|(v, _)| v.iter().map(String::as_str).eq(values.iter().copied()))
+            .map(|(_, m)| f(m))
+    }
+}
+
+/// The upper bound of the bucket holding quantile `q` of a histogram (`None` without samples;
+/// infinity when it is beyond the last bucket).
+fn histogram_quantile(h: &Histogram, q: f64) -> Option<f64> {
+    use prometheus::core::Metric;
+    let m = h.metric();
+    let hist = m.get_histogram();
+    let total = hist.get_sample_count();
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil() as u64;
+    hist.get_bucket()
+        .iter()
+        .find(|b| b.cumulative_count() >= want)
+        .map(|b| b.upper_bound())
+        .or(Some(f64::INFINITY))
 }
 
 impl<M: Send + Sync> SeriesOrder for Labelled<M> {

@@ -210,6 +210,11 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> i32 {
             let bytes = app2.queued_bytes();
             app2.metrics.set_outbound_queue_bytes(bytes as i64);
             app2.hub.release_idle_streams(std::time::Instant::now());
+            let (received, delivered) = (app2.hub.received(), app2.metrics.delivered());
+            app2.rates
+                .lock()
+                .unwrap()
+                .sample(std::time::Instant::now(), received, delivered);
             app2.metrics
                 .set_compression_streams(app2.hub.compressors() as i64);
         }

@@ -11,6 +11,8 @@ mod redis_reconnect;
 mod service;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -175,6 +177,32 @@ max_events_per_second = 0
         }
         Ok(s)
     }
+}
+
+/// An HTTP service that answers every callback `{"status": "ok"}` and counts them.
+pub async fn counting_service() -> Result<(u16, Arc<AtomicU64>), String> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/{cb}",
+        axum::routing::post(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+            async {
+                (
+                    [("content-type", "application/json")],
+                    r#"{"status": "ok"}"#,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| format!("counting service: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((port, calls))
 }
 
 pub fn ms(d: Duration) -> f64 {

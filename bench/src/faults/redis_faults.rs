@@ -366,7 +366,7 @@ pub async fn kill(ctx: &Ctx) -> Result<Vec<Row>, String> {
         ),
     );
     let mut redis = ctx.redis().await?;
-    let (svc_port, callbacks) = super::redis_reconnect::counting_service().await?;
+    let (svc_port, callbacks) = super::counting_service().await?;
     let setup = ServerSetup::write(
         ctx,
         "kill",

@@ -2,41 +2,11 @@
 //! SIGSTOP as the `shutdown` rows, but the server must keep every client connected, subscribe
 //! every channel again once Redis is back, and replay no client callback.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::post;
-
 use super::redis_faults::{Tally, close_summary, fmt_opt, probe, start_load};
-use super::{Ctx, Row, ServerSetup, ms, progress};
-
-/// An HTTP service that answers every callback `{"status": "ok"}` and counts them.
-pub(super) async fn counting_service() -> Result<(u16, Arc<AtomicU64>), String> {
-    let calls = Arc::new(AtomicU64::new(0));
-    let c = calls.clone();
-    let app = Router::new().route(
-        "/{cb}",
-        post(move || {
-            c.fetch_add(1, Relaxed);
-            async {
-                (
-                    [("content-type", "application/json")],
-                    r#"{"status": "ok"}"#,
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|e| format!("counting service: {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((port, calls))
-}
+use super::{Ctx, Row, ServerSetup, counting_service, ms, progress};
 
 /// The fault: SIGKILL and a restart after 3 s, or SIGSTOP for 5 s.
 #[derive(Clone, Copy, PartialEq, Eq)]

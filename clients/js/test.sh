@@ -8,3 +8,4 @@ git diff --exit-code -- dist   # the committed bundle must match the source
 BIN=${SOCKETSHARK_BIN:-${CARGO_TARGET_DIR:-../../target}/debug/socketshark}
 node --experimental-websocket test/smoke.mjs "$BIN"
 node --experimental-websocket test/reconnect.mjs "$BIN"
+node --experimental-websocket test/recover.mjs "$BIN"

@@ -8,7 +8,16 @@ export interface SubscribeOptions {
     onMessage?: (data: unknown, frame: Record<string, unknown>) => void;
     onError?: (err: Error) => void;
     onUnsubscribe?: (frame: Record<string, unknown>) => void;
+    /** On a service with history: `true` when a resubscription after a reconnect got every missed
+     * message (they arrive through onMessage, in order, before live ones); `false` when some were
+     * lost for good (reload the state). */
+    onRecover?: (recovered: boolean, frame: Record<string, unknown>) => void;
     [extra: string]: unknown;
+}
+/** A position in a channel's history (issue 14). */
+export interface Position {
+    offset: number;
+    epoch: string;
 }
 export declare class SocketSharkError extends Error {
     code?: number | undefined;
@@ -21,6 +30,8 @@ export declare class Subscription {
     name: string;
     opts: SubscribeOptions;
     active: boolean;
+    /** The last history position seen (reply or message); sent as `recover` on resubscription. */
+    position?: Position;
     constructor(client: SocketShark, name: string, opts: SubscribeOptions);
     extra(): Record<string, unknown>;
     send(data: unknown): void;
@@ -42,7 +53,7 @@ export declare class SocketShark {
     private connect;
     private onFrame;
     private request;
-    /** `{jwt}` sends method "jwt": server support arrives with issue 14. */
+    /** `{jwt}` sends method "jwt" (`[authentication.jwt]` on the server). */
     auth(a: {
         ticket?: string;
         jwt?: string;

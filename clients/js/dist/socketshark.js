@@ -77,7 +77,18 @@ export class SocketShark {
     }
     onFrame(f) {
         if (f.event === "message" && f.status === undefined) {
-            this.subs.get(f.subscription)?.opts.onMessage?.(f.data, f);
+            const s = this.subs.get(f.subscription);
+            if (s && typeof f.offset === "number")
+                s.position = { offset: f.offset, epoch: f.epoch };
+            s?.opts.onMessage?.(f.data, f);
+            return;
+        }
+        if (f.event === "recover" && f.status === undefined) {
+            // The server lost messages of this channel for good (after a broker outage).
+            const s = this.subs.get(f.subscription);
+            if (s && typeof f.offset === "number")
+                s.position = { offset: f.offset, epoch: f.epoch };
+            s?.opts.onRecover?.(false, f);
             return;
         }
         if (f.event === "unsubscribe" && f.status === undefined) {
@@ -105,7 +116,7 @@ export class SocketShark {
             this.ws.send(JSON.stringify(msg));
         });
     }
-    /** `{jwt}` sends method "jwt": server support arrives with issue 14. */
+    /** `{jwt}` sends method "jwt" (`[authentication.jwt]` on the server). */
     auth(a) {
         this.authArgs = a;
         return a.jwt !== undefined
@@ -114,8 +125,13 @@ export class SocketShark {
     }
     async subscribeRaw(s) {
         try {
-            const r = await this.request({ event: "subscribe", subscription: s.name, ...s.extra() });
+            const recover = s.position ? { recover: s.position } : {};
+            const r = await this.request({ event: "subscribe", subscription: s.name, ...s.extra(), ...recover });
             s.active = true;
+            if (typeof r.offset === "number")
+                s.position = { offset: r.offset, epoch: r.epoch };
+            if (typeof r.recovered === "boolean")
+                s.opts.onRecover?.(r.recovered, r);
             return r;
         }
         catch (e) {

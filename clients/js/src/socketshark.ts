@@ -14,7 +14,17 @@ export interface SubscribeOptions {
   onMessage?: (data: unknown, frame: Record<string, unknown>) => void;
   onError?: (err: Error) => void;
   onUnsubscribe?: (frame: Record<string, unknown>) => void;
+  /** On a service with history: `true` when a resubscription after a reconnect got every missed
+   * message (they arrive through onMessage, in order, before live ones); `false` when some were
+   * lost for good (reload the state). */
+  onRecover?: (recovered: boolean, frame: Record<string, unknown>) => void;
   [extra: string]: unknown;
+}
+
+/** A position in a channel's history (issue 14). */
+export interface Position {
+  offset: number;
+  epoch: string;
 }
 
 export class SocketSharkError extends Error {
@@ -36,6 +46,8 @@ type Pending = { event: string; subscription?: string; resolve: (v: any) => void
 
 export class Subscription {
   active = false;
+  /** The last history position seen (reply or message); sent as `recover` on resubscription. */
+  position?: Position;
   constructor(public client: SocketShark, public name: string, public opts: SubscribeOptions) {}
   extra(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
@@ -88,7 +100,16 @@ export class SocketShark {
 
   private onFrame(f: Record<string, any>) {
     if (f.event === "message" && f.status === undefined) {
-      this.subs.get(f.subscription)?.opts.onMessage?.(f.data, f);
+      const s = this.subs.get(f.subscription);
+      if (s && typeof f.offset === "number") s.position = { offset: f.offset, epoch: f.epoch };
+      s?.opts.onMessage?.(f.data, f);
+      return;
+    }
+    if (f.event === "recover" && f.status === undefined) {
+      // The server lost messages of this channel for good (after a broker outage).
+      const s = this.subs.get(f.subscription);
+      if (s && typeof f.offset === "number") s.position = { offset: f.offset, epoch: f.epoch };
+      s?.opts.onRecover?.(false, f);
       return;
     }
     if (f.event === "unsubscribe" && f.status === undefined) {
@@ -114,7 +135,7 @@ export class SocketShark {
     });
   }
 
-  /** `{jwt}` sends method "jwt": server support arrives with issue 14. */
+  /** `{jwt}` sends method "jwt" (`[authentication.jwt]` on the server). */
   auth(a: { ticket?: string; jwt?: string }) {
     this.authArgs = a;
     return a.jwt !== undefined
@@ -124,8 +145,11 @@ export class SocketShark {
 
   private async subscribeRaw(s: Subscription) {
     try {
-      const r = await this.request({ event: "subscribe", subscription: s.name, ...s.extra() });
+      const recover = s.position ? { recover: s.position } : {};
+      const r = await this.request({ event: "subscribe", subscription: s.name, ...s.extra(), ...recover });
       s.active = true;
+      if (typeof r.offset === "number") s.position = { offset: r.offset, epoch: r.epoch };
+      if (typeof r.recovered === "boolean") s.opts.onRecover?.(r.recovered, r);
       return r;
     } catch (e) { s.opts.onError?.(e as Error); throw e; }
   }

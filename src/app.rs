@@ -44,6 +44,8 @@ pub struct App {
     pub node: String,
     /// This node's presence members (services with `presence`).
     pub presence: crate::presence::Presence,
+    /// The demo page (`ws.demo`), once the API port is known.
+    pub demo: std::sync::OnceLock<crate::demo::Demo>,
     sessions: Mutex<HashMap<u64, Arc<dyn LiveSession>>>,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -96,6 +98,7 @@ impl App {
             timers: Timers::default(),
             node: crate::broker::memory::new_epoch(),
             presence: Default::default(),
+            demo: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),

@@ -252,6 +252,9 @@ pub struct WsConfig {
     pub write_coalesce: Secs,
     /// permessage-deflate (RFC 7692), issue 19.
     pub compression: CompressionConfig,
+    /// Serve the demo page at `/` (and the JS client at `/socketshark.js`) instead of answering
+    /// plain HTTP requests `426` (issue 15). On in the no-config quick start only.
+    pub demo: bool,
 }
 
 /// `[ws.compression]`: permessage-deflate for clients that offer it (every browser does).
@@ -302,6 +305,7 @@ impl Default for WsConfig {
             ssl: None,
             write_coalesce: Secs(DEFAULT_WRITE_COALESCE),
             compression: CompressionConfig::default(),
+            demo: false,
         }
     }
 }
@@ -727,6 +731,7 @@ impl Config {
             embedded: true,
             ..Config::default()
         };
+        cfg.ws.demo = true;
         let demo = ServiceConfig {
             name: "demo".into(),
             require_authentication: false,

@@ -12,6 +12,7 @@
 //! - [`delivery`]: the per-subscription order filter and throttle: pure logic.
 //! - [`service`]: HTTP callbacks to services (timeouts, retries, 429).
 //! - [`broker`]: the broker trait; Redis PUBSUB and the embedded (memory) broker.
+//! - [`demo`]: the demo page at `/` of the WebSocket port (`ws.demo`).
 //! - [`feed`]: a broker connection's receive loop, liveness pings, and what its loss does.
 //! - [`history`]: what follows a subscribe to a channel with history (recovery): pure.
 //! - [`jwt`]: JWT verification for `auth` with `method: jwt` (keys, JWKS, claims).
@@ -36,6 +37,7 @@ pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod delivery;
+pub mod demo;
 pub mod feed;
 pub mod history;
 pub mod hub;

@@ -159,7 +159,21 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> i32 {
             .map(|a| a.port())
             .unwrap_or(api_cfg.port.0);
         tracing::info!(host = api_cfg.host.as_str(), port, "publish API listening");
+        if cfg.ws.demo {
+            let host = if api_cfg.host.is_empty() || api_cfg.host == "0.0.0.0" {
+                "127.0.0.1"
+            } else {
+                api_cfg.host.as_str()
+            };
+            let _ = app.demo.set(crate::demo::Demo::new(Some(&format!(
+                "http://{host}:{port}/publish"
+            ))));
+        }
         tokio::spawn(crate::api::serve(app.clone(), api_cfg.clone(), listener));
+    }
+    if cfg.ws.demo && app.demo.get().is_none() {
+        // No [api]: the page shows messages but cannot publish.
+        let _ = app.demo.set(crate::demo::Demo::new(None));
     }
     let tls = match cfg.tls_files() {
         None => None,
@@ -424,9 +438,12 @@ async fn accept_handshake<S: Io>(
     mut stream: S,
     remote: SocketAddr,
 ) -> Option<Accepted<S>> {
-    let handshake_timeout = app.cfg().limits.handshake_timeout.duration();
-    let compression = &app.cfg().ws.compression;
-    let handshake = handshake(&mut stream, compression);
+    let (handshake_timeout, compression) = {
+        let cfg = app.cfg();
+        let c = cfg.ws.compression.clone();
+        (cfg.limits.handshake_timeout.duration(), c)
+    };
+    let handshake = handshake(&mut stream, &compression, app.demo.get());
     let (leftover, deflate) = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(rest)) => rest,
         Ok(Err(e)) => {
@@ -461,6 +478,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 async fn handshake<S>(
     stream: &mut S,
     compression: &CompressionConfig,
+    demo: Option<&crate::demo::Demo>,
 ) -> Result<(Vec<u8>, Option<Agreed>), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -471,6 +489,8 @@ where
         ReadMore,
         Accept(String, usize, Option<Agreed>),
         Refuse(Refusal, String),
+        /// The demo page or the JS client (`ws.demo`).
+        Page(&'static str, String),
     }
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -514,7 +534,15 @@ where
                             compression,
                         ),
                     ),
-                    Err(refusal) => Step::Refuse(refusal, refusal.2.trim_end().to_owned()),
+                    Err(refusal) => {
+                        let page = demo
+                            .filter(|_| req.method == Some("GET"))
+                            .and_then(|d| d.get(req.path.unwrap_or("")));
+                        match page {
+                            Some((content_type, body)) => Step::Page(content_type, body.to_owned()),
+                            None => Step::Refuse(refusal, refusal.2.trim_end().to_owned()),
+                        }
+                    }
                 },
             }
         };
@@ -536,6 +564,16 @@ where
             Step::Refuse((status, headers, body), why) => {
                 let _ = respond(stream, status, headers, body).await;
                 return Err(why);
+            }
+            Step::Page(content_type, body) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                return Err("served the demo page".into());
             }
         }
     }

@@ -71,3 +71,45 @@ async fn status_json_counts_connections_subscriptions_and_messages() {
     assert_eq!(http_get(port, "/status.json?key=k3y").await.status, 200);
     server.stop(secs(10.0)).await;
 }
+
+/// `ws.demo`: plain `GET /` on the WebSocket port is the demo page, `/socketshark.js` the
+/// client; other plain requests, and every one without `ws.demo`, keep the original's `426`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_on_the_websocket_port() {
+    for demo in [true, false] {
+        let cfg = Config::from_json(json!({
+            "broker": "memory",
+            "ws": {"host": "127.0.0.1", "port": 0, "ping": {"interval": 0}, "demo": demo},
+            "log": {"level": "INFO", "format": "json"},
+            "api": {"port": 0},
+            "services": {"demo": {"require_authentication": false}},
+        }));
+        let server = Server::start_config(&cfg).await;
+        let api = api_port(&server).await;
+        let ws = server.port();
+        let page = http_get(ws, "/").await;
+        if demo {
+            assert_eq!(page.status, 200, "{page:?}");
+            assert!(
+                page.header("content-type")
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+            assert!(
+                page.body
+                    .contains(&format!("http://127.0.0.1:{api}/publish")),
+                "the page publishes through this server's API"
+            );
+            let js = http_get(ws, "/socketshark.js").await;
+            assert_eq!(js.status, 200);
+            assert!(js.body.contains("class SocketShark"));
+            assert_eq!(http_get(ws, "/other").await.status, 426);
+        } else {
+            assert_eq!(page.status, 426, "{page:?}");
+        }
+        // WebSocket clients are served as always.
+        let mut c = Client::connect(&server.ws_url()).await;
+        subscribe_ok(&mut c, "demo.room").await;
+        server.stop(secs(10.0)).await;
+    }
+}

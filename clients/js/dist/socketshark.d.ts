@@ -2,6 +2,7 @@ export interface Options {
     minDelay?: number;
     maxDelay?: number;
     offline?: "queue" | "drop" | "error";
+    connectTimeout?: number;
     WebSocket?: typeof WebSocket;
 }
 export interface SubscribeOptions {
@@ -51,6 +52,8 @@ export declare class SocketShark {
     onClose?: (err: SocketSharkError) => void;
     constructor(url: string, options?: Options);
     private connect;
+    /** The next connection attempt, after an exponential backoff with full jitter. */
+    private retry;
     private onFrame;
     private request;
     /** `{jwt}` sends method "jwt" (`[authentication.jwt]` on the server). */

@@ -49,7 +49,20 @@ export class SocketShark {
     connect() {
         const ws = new this.ctor(this.url);
         this.ws = ws;
+        // An attempt can hang in CONNECTING (seen with Node's WebSocket while the server restarts,
+        // and on networks that drop packets): give up on it and try again.
+        const stuck = setTimeout(() => {
+            if (ws.readyState !== 0)
+                return;
+            ws.onopen = ws.onmessage = ws.onclose = null;
+            try {
+                ws.close();
+            }
+            catch { /* not open yet */ }
+            this.retry();
+        }, this.options.connectTimeout ?? 5000);
         ws.onopen = async () => {
+            clearTimeout(stuck);
             this.attempts = 0;
             try {
                 if (this.authArgs)
@@ -63,17 +76,22 @@ export class SocketShark {
         };
         ws.onmessage = (ev) => this.onFrame(JSON.parse(String(ev.data)));
         ws.onclose = (ev) => {
+            clearTimeout(stuck);
             const err = closeError(ev.code, ev.reason);
             for (const p of this.pending.splice(0))
                 p.reject(err);
             for (const s of this.subs.values())
                 s.active = false;
             this.onClose?.(err);
-            if (!this.closed) {
-                const ceil = Math.min(this.options.maxDelay ?? 30000, (this.options.minDelay ?? 500) * 2 ** this.attempts++);
-                setTimeout(() => this.connect(), Math.random() * ceil); // full jitter
-            }
+            this.retry();
         };
+    }
+    /** The next connection attempt, after an exponential backoff with full jitter. */
+    retry() {
+        if (this.closed)
+            return;
+        const ceil = Math.min(this.options.maxDelay ?? 30000, (this.options.minDelay ?? 500) * 2 ** this.attempts++);
+        setTimeout(() => this.connect(), Math.random() * ceil);
     }
     onFrame(f) {
         if (f.event === "message" && f.status === undefined) {

@@ -17,7 +17,7 @@ const publish = (n) => fetch(`http://127.0.0.1:${api}/publish`, { method: "POST"
 let srv = start();
 try {
   await sleep(800);
-  const c = new SocketShark(`ws://127.0.0.1:${ws}/`, { minDelay: 200, maxDelay: 1000 });
+  const c = new SocketShark(`ws://127.0.0.1:${ws}/`, { minDelay: 200, maxDelay: 1000, connectTimeout: 1000 });
   await sleep(300);
   const got = [];
   const closes = [];

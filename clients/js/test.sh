@@ -9,3 +9,4 @@ BIN=${SOCKETSHARK_BIN:-${CARGO_TARGET_DIR:-../../target}/debug/socketshark}
 node --experimental-websocket test/smoke.mjs "$BIN"
 node --experimental-websocket test/reconnect.mjs "$BIN"
 node --experimental-websocket test/recover.mjs "$BIN"
+node --experimental-websocket test/redis.mjs "$BIN"

@@ -576,6 +576,27 @@ pub enum BrokerKind {
     Redis,
     /// In-process: no external server; messages come from the HTTP publish API. One node only.
     Memory,
+    /// Core NATS subjects (`[nats]`, issue 16).
+    Nats,
+}
+
+/// `[nats]`: the NATS servers (`broker = "nats"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://host:port`); the client picks one and fails over to the others.
+    pub servers: Vec<String>,
+    /// Prepended to the subject of every subscription name.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            subject_prefix: String::new(),
+        }
+    }
 }
 
 /// The HTTP publish API (`POST /publish`); off unless `[api]` is present.
@@ -686,6 +707,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub redis: RedisConfig,
     pub redis_alt: Option<RedisConfig>,
+    pub nats: NatsConfig,
     pub authentication: AuthenticationConfig,
     pub limits: LimitsConfig,
     #[serde(deserialize_with = "de_services")]
@@ -895,6 +917,11 @@ impl Config {
             }
             if svc.join_leave && !svc.presence {
                 return Err(format!("services.{name}.join_leave: needs presence = true"));
+            }
+            if self.broker == BrokerKind::Nats && (svc.history_size > 0 || svc.presence) {
+                return Err(format!(
+                    "services.{name}: history_size and presence need broker = \"redis\" or \"memory\" (not available on NATS yet)"
+                ));
             }
             if svc.history_size > MAX_HISTORY_SIZE {
                 return Err(format!(

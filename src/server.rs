@@ -87,6 +87,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> i32 {
     let mut streams = Vec::new();
     let connected = match cfg.broker {
         BrokerKind::Memory => vec![Ok(broker::memory::start())],
+        BrokerKind::Nats => vec![broker::nats::connect(&cfg.nats, metrics.clone()).await],
         BrokerKind::Redis => {
             let publish = cfg.api.is_some() || cfg.has_history();
             let labels = ["redis", "redis_alt"];
@@ -106,7 +107,12 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> i32 {
                 streams.push(c.messages);
             }
             Err(e) => {
-                tracing::error!(error = e.as_str(), "could not connect to redis");
+                let event = if cfg.broker == BrokerKind::Nats {
+                    "could not connect to nats"
+                } else {
+                    "could not connect to redis"
+                };
+                tracing::error!(error = e.as_str(), "{event}");
                 return 1;
             }
         }

@@ -6,6 +6,7 @@
 //! in the hub and the session, so every broker gets them unchanged.
 
 pub mod memory;
+pub mod nats;
 pub mod redis;
 
 use std::future::Future;

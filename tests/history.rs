@@ -53,6 +53,15 @@ async fn subscribe(c: &mut Client, name: &str, recover: Option<Value>) -> Value 
     r
 }
 
+/// Subscribes without `recover`; returns the channel's epoch from the reply.
+async fn epoch_of(c: &mut Client, name: &str) -> String {
+    let r = subscribe(c, name, None).await;
+    r["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no epoch: {r}"))
+        .to_owned()
+}
+
 /// Receives `n` messages and returns their `(offset, data)`.
 async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
     c.recv_n(n)
@@ -135,10 +144,7 @@ async fn recovery_refused_after_the_window_or_with_another_epoch() {
     let (_redis, _svc, nodes) = redis_nodes(1, 10).await;
     let port = api_port(&nodes[0]).await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let epoch = subscribe(&mut c, "hist.room", None).await["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let epoch = epoch_of(&mut c, "hist.room").await;
     for i in 1..=30u64 {
         publish(port, "hist.room", json!(i)).await;
     }
@@ -230,10 +236,7 @@ async fn recovery_on_the_embedded_broker() {
     let server = Server::start_config(&cfg).await;
     let port = api_port(&server).await;
     let mut c = Client::connect(&server.ws_url()).await;
-    let epoch = subscribe(&mut c, "hist.room", None).await["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let epoch = epoch_of(&mut c, "hist.room").await;
     publish(port, "hist.room", json!(1)).await;
     assert_eq!(offsets(&mut c, 1).await, vec![(1, json!(1))]);
     c.close().await;
@@ -268,10 +271,7 @@ async fn the_history_command_returns_the_last_messages() {
     let server = Server::start_config(&cfg).await;
     let port = api_port(&server).await;
     let mut c = Client::connect(&server.ws_url()).await;
-    let epoch = subscribe(&mut c, "hist.room", None).await["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let epoch = epoch_of(&mut c, "hist.room").await;
     for i in 1..=6u64 {
         publish(port, "hist.room", json!(i)).await;
     }
@@ -332,10 +332,7 @@ async fn before_subscribe_options_narrow_or_turn_off_history() {
     let (_redis, svc, nodes) = redis_nodes(1, 100).await;
     let port = api_port(&nodes[0]).await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let epoch = subscribe(&mut c, "narrowed.room", None).await["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let epoch = epoch_of(&mut c, "narrowed.room").await;
     c.close().await;
     for i in 1..=5u64 {
         publish(port, "narrowed.room", json!(i)).await;

@@ -47,9 +47,16 @@ struct Inner {
     driven: bool,
 }
 
+/// The furthest a timer is set: a later due time fires after this long instead (the wheel
+/// cannot hold more than about 2.2 years and would panic). Jobs for which that matters check the
+/// time when they run (a JWT's expiry does).
+pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 impl Timers {
-    /// Runs `job` at `due` (from within a tokio runtime: the first call starts the driver).
+    /// Runs `job` at `due`, or after [`MAX_DELAY`] if that is sooner (from within a tokio
+    /// runtime: the first call starts the driver).
     pub fn schedule(&self, due: Instant, job: Job) -> TimerId {
+        let due = due.min(Instant::now() + MAX_DELAY);
         let mut inner = self.inner.lock().unwrap();
         inner.next_id += 1;
         let id = TimerId(inner.next_id);
@@ -110,6 +117,18 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_time_years_ahead_is_capped_not_a_panic() {
+        let t = Timers::default();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let far = Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
+        t.schedule(far, counter_job(&fired));
+        tokio::time::sleep(MAX_DELAY - Duration::from_secs(1)).await;
+        assert_eq!(fired.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(fired.load(Ordering::SeqCst), 1, "fired at the cap");
+    }
 
     fn counter_job(c: &Arc<AtomicUsize>) -> Job {
         let c = c.clone();

@@ -195,6 +195,30 @@ async fn an_expired_token_ends_the_authenticated_subscriptions_unless_refreshed(
     s.stop(secs(10.0)).await;
 }
 
+/// A token valid for years (beyond what the timer wheel can hold) authenticates, and the server
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_valid_for_years_is_fine() {
+    let s = server(
+        json!({"secret": "s", "auth_fields": ["session_id"], "claims": {"session_id": "sub"}}),
+    )
+    .await;
+    let key = EncodingKey::from_secret(b"s");
+    let years = sign(
+        Algorithm::HS256,
+        &key,
+        None,
+        json!({"sub": "u1", "exp": now() + 5 * 365 * 24 * 3600}),
+    );
+    let mut c = Client::connect(&s.ws_url()).await;
+    assert_eq!(auth(&mut c, &years).await, ok());
+    subscribe_ok(&mut c, "private.a").await;
+    let mut d = Client::connect(&s.ws_url()).await;
+    assert_eq!(d.request(&json!({"event": "ping"})).await["event"], "pong");
+    assert!(s.is_running());
+    s.stop(secs(10.0)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channels_claim_skips_the_authorizer() {
     let s = server(

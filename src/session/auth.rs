@@ -106,21 +106,16 @@ impl Session {
             let info = Value::Object(grant.fields.clone());
             tracing::debug!(session = self.id, auth_info = %info, "auth info");
         }
-        let expiry = grant.expires_in.map(|left| {
-            let weak = self.weak.clone();
-            self.app.timers.schedule(
-                Instant::now() + left,
-                Box::new(move || {
-                    if let Some(session) = weak.upgrade() {
-                        tokio::spawn(async move { session.token_expired().await });
-                    }
-                }),
-            )
-        });
         {
             let mut st = self.lock();
+            st.tokens += 1;
+            let generation = st.tokens;
+            let exp = grant.expires_in.map(|left| Instant::now() + left);
+            let expiry = exp.map(|at| self.schedule_expiry(generation, at));
             st.auth = grant.fields.into();
             let old = st.token.replace(Box::new(Token {
+                generation,
+                exp,
                 expiry,
                 channels: grant.channels,
             }));
@@ -136,10 +131,20 @@ impl Session {
     /// authenticated; it is told `Token expired.`, and its subscriptions to services that
     /// require authentication end as after a failed renewal (an `unsubscribe` push with the same
     /// error).
-    async fn token_expired(&self) {
+    async fn token_expired(&self, generation: u64) {
         let ended: Vec<(String, u64)> = {
             let mut st = self.lock();
-            if st.token.take().is_none() || self.is_closing() {
+            let Some(token) = st.token.as_mut().filter(|t| t.generation == generation) else {
+                // Replaced by a newer token meanwhile.
+                return;
+            };
+            if let Some(exp) = token.exp.filter(|exp| Instant::now() < *exp) {
+                // The timer was capped (`timers::MAX_DELAY`): wait on.
+                token.expiry = Some(self.schedule_expiry(generation, exp));
+                return;
+            }
+            st.token = None;
+            if self.is_closing() {
                 return;
             }
             st.auth = Fields::default();
@@ -159,6 +164,19 @@ impl Session {
         for (name, instance) in ended {
             self.renewal_failed(&name, instance, text.clone()).await;
         }
+    }
+
+    /// The timer that ends JWT authentication `generation` at `exp`.
+    fn schedule_expiry(&self, generation: u64, exp: Instant) -> TimerId {
+        let weak = self.weak.clone();
+        self.app.timers.schedule(
+            exp,
+            Box::new(move || {
+                if let Some(session) = weak.upgrade() {
+                    tokio::spawn(async move { session.token_expired(generation).await });
+                }
+            }),
+        )
     }
 
     /// Whether the session's token lets it subscribe to `name` without the authorizer.

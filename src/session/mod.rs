@@ -172,11 +172,17 @@ struct State {
     deflate: Option<Peer>,
     /// What the JWT the session authenticated with grants beyond its auth fields (issue 14).
     token: Option<Box<Token>>,
+    /// JWT authentications so far (`Token::generation`).
+    tokens: u64,
 }
 
 /// A JWT authentication's expiry and channels.
 struct Token {
-    /// The timer that ends the authentication at the token's `exp`.
+    /// Which authentication this is (a timer of a replaced token must not end the new one).
+    generation: u64,
+    /// When the token's `exp` passes.
+    exp: Option<Instant>,
+    /// The timer that ends the authentication at `exp`.
     expiry: Option<TimerId>,
     /// The `channels` claim: subscribed without the authorizer callback.
     channels: Option<Vec<String>>,

@@ -18,6 +18,9 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::JwtConfig;
 
+/// Longer token lifetimes are treated as this long (100 years).
+pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The least time between two JWKS fetches caused by unknown key ids.
 pub const JWKS_REFRESH: Duration = Duration::from_secs(10);
 
@@ -217,8 +220,9 @@ fn grant(cfg: &JwtConfig, claims: Map<String, Value>) -> Result<Grant, String> {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64();
-            let left = exp + cfg.leeway.0 - now;
-            Some(Duration::try_from_secs_f64(left.max(0.0)).unwrap_or_default())
+            // Capped: an absurd `exp` (validly signed) must not overflow a timer's deadline.
+            let left = (exp + cfg.leeway.0 - now).clamp(0.0, MAX_TOKEN_LIFE.as_secs_f64());
+            Some(Duration::try_from_secs_f64(left).unwrap_or(MAX_TOKEN_LIFE))
         }
     };
     let channels = match claims.get("channels") {
@@ -357,6 +361,16 @@ mod tests {
         assert!(matches!(v.verify(&forged).await, Err(Refused::Invalid(_))));
         let no_sub = hs(json!({"uid": "u1"}), "s3cret", Algorithm::HS256);
         assert!(matches!(v.verify(&no_sub).await, Err(Refused::Invalid(_))));
+        // An absurd exp is capped, not an overflow.
+        let far = hs(
+            json!({"sub": "u3", "exp": 1e300}),
+            "s3cret",
+            Algorithm::HS256,
+        );
+        assert_eq!(
+            v.verify(&far).await.unwrap().expires_in,
+            Some(MAX_TOKEN_LIFE)
+        );
         // No exp: valid, no expiry.
         let forever = hs(json!({"sub": "u2"}), "s3cret", Algorithm::HS256);
         assert_eq!(v.verify(&forever).await.unwrap().expires_in, None);

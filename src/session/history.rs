@@ -11,18 +11,10 @@ use super::*;
 
 impl Session {
     pub(super) async fn history(&self, cmd: &Map<String, Value>) -> CmdResult {
-        let (name, svc) = match self.check_name(Event::History, cmd)? {
-            NameCheck::Reply(r) => {
-                self.reply(r);
-                return Ok(false);
-            }
-            NameCheck::Ok(n, s) => (n, s),
-        };
         let ev = Event::History;
-        let Some((extra, _)) = self.sub_snapshot(name) else {
-            let captured = proto::capture_extra_fields(cmd, &svc.extra_fields);
-            let text = proto::ERR_NO_SUBSCRIPTION.into();
-            return self.error_reply(ev, name, &text, &captured, None);
+        let (name, svc, extra) = match self.active_subscription(ev, cmd) {
+            Ok(active) => active,
+            Err(answered) => return answered,
         };
         let Some((size, ttl)) = svc.history() else {
             let text = proto::ERR_NO_HISTORY.into();

@@ -655,6 +655,32 @@ impl Session {
         Value::Object(b)
     }
 
+    /// For a command on an active subscription (`history`, `presence`): its name, service and
+    /// extra fields. `Err` holds the command's result when it was answered already (a bad name,
+    /// or `Subscription does not exist.`).
+    fn active_subscription<'a>(
+        &self,
+        ev: Event,
+        cmd: &'a Map<String, Value>,
+    ) -> Result<(&'a str, Arc<ServiceConfig>, Arc<ExtraFields>), CmdResult> {
+        let (name, svc) = match self.check_name(ev, cmd) {
+            Err(failure) => return Err(Err(failure)),
+            Ok(NameCheck::Reply(r)) => {
+                self.reply(r);
+                return Err(Ok(false));
+            }
+            Ok(NameCheck::Ok(n, s)) => (n, s),
+        };
+        match self.sub_snapshot(name) {
+            Some((extra, _)) => Ok((name, svc, extra)),
+            None => {
+                let captured = proto::capture_extra_fields(cmd, &svc.extra_fields);
+                let text = proto::ERR_NO_SUBSCRIPTION.into();
+                Err(self.error_reply(ev, name, &text, &captured, None))
+            }
+        }
+    }
+
     fn sub_snapshot(&self, name: &str) -> Option<(Arc<ExtraFields>, Fields)> {
         self.lock()
             .subs

@@ -87,17 +87,9 @@ impl Session {
         } else {
             Event::Presence
         };
-        let (name, svc) = match self.check_name(ev, cmd)? {
-            NameCheck::Reply(r) => {
-                self.reply(r);
-                return Ok(false);
-            }
-            NameCheck::Ok(n, s) => (n, s),
-        };
-        let Some((extra, _)) = self.sub_snapshot(name) else {
-            let captured = proto::capture_extra_fields(cmd, &svc.extra_fields);
-            let text = proto::ERR_NO_SUBSCRIPTION.into();
-            return self.error_reply(ev, name, &text, &captured, None);
+        let (name, svc, extra) = match self.active_subscription(ev, cmd) {
+            Ok(active) => active,
+            Err(answered) => return answered,
         };
         if !svc.presence {
             let text = proto::ERR_NO_PRESENCE.into();

@@ -400,6 +400,9 @@ pub struct RedisConfig {
     pub db: i64,
     /// What a lost or frozen connection does (issue 20).
     pub on_loss: OnLoss,
+    /// Redis Cluster seed nodes (`"host:port"`, issue 16). When set, `host`/`port` are not used:
+    /// channels are sharded (SSUBSCRIBE / SPUBLISH, Redis >= 7) across the cluster.
+    pub cluster: Vec<String>,
 }
 
 /// What the server does when a broker connection is lost or a PING goes unanswered.
@@ -423,6 +426,7 @@ impl Default for RedisConfig {
             ping_timeout: Secs(5.0),
             db: 0,
             on_loss: OnLoss::Shutdown,
+            cluster: Vec::new(),
         }
     }
 }
@@ -808,6 +812,23 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for (rc, section) in self
+            .redis_connections()
+            .into_iter()
+            .zip(["redis", "redis_alt"])
+        {
+            for node in &rc.cluster {
+                let port = node.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+                if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p > 0) {
+                    return Err(format!("{section}.cluster: {node:?} is not \"host:port\""));
+                }
+            }
+            if !rc.cluster.is_empty() && rc.db != 0 {
+                return Err(format!(
+                    "{section}.db: a Redis Cluster has only database 0 (cluster is set)"
+                ));
+            }
+        }
         let c = &self.ws.compression;
         if c.level > 9 {
             return Err(format!(
@@ -1172,6 +1193,16 @@ mod tests {
             "{:?}",
             c.warnings()
         );
+    }
+
+    #[test]
+    fn redis_cluster() {
+        let c = Config::parse("[redis]\ncluster = [\"127.0.0.1:7000\", \"[::1]:7001\"]\n").unwrap();
+        assert_eq!(c.redis.cluster, ["127.0.0.1:7000", "[::1]:7001"]);
+        let e = Config::parse("[redis]\ncluster = [\"127.0.0.1\"]\n").unwrap_err();
+        assert_eq!(e, "redis.cluster: \"127.0.0.1\" is not \"host:port\"");
+        let e = Config::parse("[redis]\ndb = 2\ncluster = [\"h:1\"]\n").unwrap_err();
+        assert!(e.starts_with("redis.db: "), "{e}");
     }
 
     #[test]

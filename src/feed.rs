@@ -242,8 +242,9 @@ async fn receive(app: Arc<App>, index: usize, mut messages: BoxStream<'static, I
 }
 
 /// Pings the broker every `ping_interval`; returns when a ping is not answered within
-/// `ping_timeout`. Never returns when pings are disabled, or once a ping failed (the
-/// connection is gone: the receive loop reports it).
+/// `ping_timeout` (or fails, where the broker says a failure is a loss). Never returns when
+/// pings are disabled, or once a ping failed (the connection is gone: the receive loop
+/// reports it).
 async fn unanswered_ping(b: Arc<dyn Broker>) {
     let Some((interval, timeout)) = b.ping_settings() else {
         return std::future::pending().await;
@@ -262,6 +263,10 @@ async fn unanswered_ping(b: Arc<dyn Broker>) {
                     "redis pong"
                 );
                 wait = interval.saturating_sub(latency);
+            }
+            Ok(Err(e)) if b.ping_error_is_loss() => {
+                tracing::warn!(broker = b.label(), error = e.as_str(), "redis ping failed");
+                return;
             }
             Ok(Err(_)) => return std::future::pending().await,
             Err(_) => {

@@ -5,6 +5,7 @@
 //! hands to the hub. Delivery semantics (filter fields, order, throttle) live above this trait,
 //! in the hub and the session, so every broker gets them unchanged.
 
+pub mod cluster;
 pub mod memory;
 pub mod nats;
 pub mod redis;
@@ -129,6 +130,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// `(interval, timeout)` of liveness pings, or `None` when disabled.
     fn ping_settings(&self) -> Option<(Duration, Duration)>;
+
+    /// Whether a failed PING means the connection is lost. By default it does not: the
+    /// message stream ends with the connection and reports the loss.
+    fn ping_error_is_loss(&self) -> bool {
+        false
+    }
 
     /// Whether a lost connection is re-established (`on_loss = "reconnect"`) instead of
     /// shutting the server down.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
 use tokio::sync::watch;
 
 use super::{BoxFuture, Broker, Connected, History, Incoming};
@@ -42,21 +42,41 @@ const PRESENCE_ADD_SCRIPT: &str = include_str!("presence_add.lua");
 /// A channel's present members, dropping expired ones. ARGV: now (unix seconds).
 const PRESENCE_READ_SCRIPT: &str = include_str!("presence_read.lua");
 
-/// The keys of a channel's presence (hash-tagged like the history's).
+/// The keys of a channel's presence (in the channel's Redis Cluster slot, like its history's).
 fn presence_keys(channel: &str) -> [String; 2] {
     [
-        format!("socketshark:presence:{{{channel}}}"),
-        format!("socketshark:presence-exp:{{{channel}}}"),
+        slot_key("socketshark:presence:", channel),
+        slot_key("socketshark:presence-exp:", channel),
     ]
 }
 
-/// The keys of a channel's history. The channel in braces is a Redis Cluster hash tag: both
-/// keys live in the channel's slot.
+/// The keys of a channel's history. Both live in the channel's Redis Cluster slot, so the
+/// publishing script may (S)PUBLISH to the channel.
 fn history_keys(channel: &str) -> [String; 2] {
     [
-        format!("socketshark:history:{{{channel}}}"),
-        format!("socketshark:history-meta:{{{channel}}}"),
+        slot_key("socketshark:history:", channel),
+        slot_key("socketshark:history-meta:", channel),
     ]
+}
+
+/// `kind` + the channel, hashing to the channel's Redis Cluster slot: the channel in braces
+/// (a hash tag: `socketshark:history:{chat.room1}`), or, when the channel has a hash tag of its
+/// own (`chat.{room}1`), the channel as it is, so that its tag decides (a tag cannot hold `}`).
+fn slot_key(kind: &str, channel: &str) -> String {
+    if has_hash_tag(channel) {
+        format!("{kind}{channel}")
+    } else {
+        format!("{kind}{{{channel}}}")
+    }
+}
+
+/// Whether Redis Cluster hashes `name` by a tag: a `{` followed later by a `}` with at least
+/// one byte between the first `{` and the first `}` after it.
+fn has_hash_tag(name: &str) -> bool {
+    let Some(open) = name.find('{') else {
+        return false;
+    };
+    name[open + 1..].find('}').is_some_and(|close| close > 0)
 }
 
 /// Channels per SUBSCRIBE command when subscribing every held channel again.
@@ -70,10 +90,7 @@ pub struct RedisBroker {
     at: String,
     /// Whether to open a command connection (the HTTP publish API or history is on).
     publish: bool,
-    publish_script: Arc<redis::Script>,
-    read_script: Arc<redis::Script>,
-    presence_add_script: Arc<redis::Script>,
-    presence_read_script: Arc<redis::Script>,
+    scripts: Scripts,
     on_loss: OnLoss,
     /// The current subscriber connection; `None` while it is lost (`on_loss = "reconnect"`).
     link: Mutex<Option<PubSubSink>>,
@@ -87,8 +104,11 @@ pub struct RedisBroker {
 }
 
 /// Connects, selects the database, and checks that Redis supports PING in subscriber mode
-/// (Redis >= 3.2) (R-RED-1).
+/// (Redis >= 3.2) (R-RED-1). With `cluster` set, connects to a Redis Cluster instead.
 pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Connected, String> {
+    if !cfg.cluster.is_empty() {
+        return super::cluster::connect(cfg, label).await;
+    }
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)
     } else {
@@ -108,10 +128,7 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
         at: format!("{label}: {}:{}", cfg.host, cfg.port.0),
         publish,
         on_loss: cfg.on_loss,
-        publish_script: Arc::new(redis::Script::new(PUBLISH_SCRIPT)),
-        read_script: Arc::new(redis::Script::new(READ_SCRIPT)),
-        presence_add_script: Arc::new(redis::Script::new(PRESENCE_ADD_SCRIPT)),
-        presence_read_script: Arc::new(redis::Script::new(PRESENCE_READ_SCRIPT)),
+        scripts: Scripts::new(),
         link: Mutex::new(None),
         publisher: Mutex::new(None),
         recoveries: watch::Sender::new(0),
@@ -189,7 +206,7 @@ async fn within<T>(
 
 /// Polls a request future once so that the request is queued on the connection now, in call
 /// order, and returns the rest of it. redis-rs enqueues a request on its first poll.
-fn issue_now<F>(fut: F) -> BoxFuture<F::Output>
+pub(super) fn issue_now<F>(fut: F) -> BoxFuture<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -284,24 +301,12 @@ impl Broker for RedisBroker {
         size: usize,
         ttl: Duration,
     ) -> BoxFuture<Result<u64, String>> {
-        let mut conn = match self.commands() {
-            Ok(c) => c,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let [list, meta] = history_keys(channel);
-        let (script, channel) = (self.publish_script.clone(), channel.to_owned());
-        Box::pin(async move {
-            let mut call = script.key(list);
-            call.key(meta)
-                .arg(payload)
-                .arg(size)
-                .arg(ttl.as_secs().max(1))
-                .arg(super::memory::new_epoch())
-                .arg(channel);
-            call.invoke_async::<u64>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        match self.commands() {
+            Ok(conn) => self
+                .scripts
+                .publish_with_history(conn, "PUBLISH", channel, payload, size, ttl),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn history(
@@ -310,38 +315,10 @@ impl Broker for RedisBroker {
         since: Option<u64>,
         ttl: Duration,
     ) -> BoxFuture<Result<History, String>> {
-        let mut conn = match self.commands() {
-            Ok(c) => c,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let [list, meta] = history_keys(channel);
-        let script = self.read_script.clone();
-        Box::pin(async move {
-            let mut call = script.key(list);
-            call.key(meta)
-                .arg(since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)))
-                .arg(super::memory::new_epoch())
-                .arg(ttl.as_secs().max(1));
-            let reply: Vec<redis::Value> = call
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut items = reply.into_iter();
-            let (Some(epoch), Some(top)) = (items.next(), items.next()) else {
-                return Err("history: short reply".to_owned());
-            };
-            let epoch: String = redis::from_redis_value(epoch).map_err(|e| e.to_string())?;
-            let top: u64 = redis::from_redis_value(top).map_err(|e| e.to_string())?;
-            let messages = items
-                .map(redis::from_redis_value::<Vec<u8>>)
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            Ok(History {
-                epoch,
-                top,
-                messages,
-            })
-        })
+        match self.commands() {
+            Ok(conn) => self.scripts.history(conn, channel, since, ttl),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn presence_add(
@@ -350,63 +327,24 @@ impl Broker for RedisBroker {
         members: Vec<(String, Vec<u8>)>,
         ttl: Duration,
     ) -> BoxFuture<Result<(), String>> {
-        let mut conn = match self.commands() {
-            Ok(c) => c,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let [hash, expiry] = presence_keys(channel);
-        let script = self.presence_add_script.clone();
-        let expires = (super::unix_now() + ttl.as_secs_f64()).ceil() as u64;
-        Box::pin(async move {
-            let mut call = script.key(hash);
-            call.key(expiry).arg(expires).arg(ttl.as_secs().max(1) * 2);
-            for (id, info) in members {
-                call.arg(id).arg(info);
-            }
-            call.invoke_async::<i64>(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        match self.commands() {
+            Ok(conn) => self.scripts.presence_add(conn, channel, members, ttl),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
-        let mut conn = match self.commands() {
-            Ok(c) => c,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let [hash, expiry] = presence_keys(channel);
-        let member = member.to_owned();
-        Box::pin(async move {
-            redis::pipe()
-                .cmd("HDEL")
-                .arg(&hash)
-                .arg(&member)
-                .ignore()
-                .cmd("ZREM")
-                .arg(&expiry)
-                .arg(&member)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        match self.commands() {
+            Ok(conn) => Scripts::presence_remove(conn, channel, member),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
-        let mut conn = match self.commands() {
-            Ok(c) => c,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let [hash, expiry] = presence_keys(channel);
-        let script = self.presence_read_script.clone();
-        Box::pin(async move {
-            let mut call = script.key(hash);
-            call.key(expiry).arg(super::unix_now().floor() as u64);
-            call.invoke_async::<Vec<Vec<u8>>>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        match self.commands() {
+            Ok(conn) => self.scripts.presence(conn, channel),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn ping(&self) -> BoxFuture<Result<(), String>> {
@@ -464,7 +402,216 @@ impl Broker for RedisBroker {
     }
 }
 
+/// The history and presence scripts (issue 14), run on a single Redis's command connection or
+/// on a Redis Cluster connection (which routes each call by its keys: every key of one call is
+/// in the channel's slot).
+pub(super) struct Scripts {
+    publish: Arc<redis::Script>,
+    read: Arc<redis::Script>,
+    presence_add: Arc<redis::Script>,
+    presence_read: Arc<redis::Script>,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Scripts {
+        Scripts {
+            publish: Arc::new(redis::Script::new(PUBLISH_SCRIPT)),
+            read: Arc::new(redis::Script::new(READ_SCRIPT)),
+            presence_add: Arc::new(redis::Script::new(PRESENCE_ADD_SCRIPT)),
+            presence_read: Arc::new(redis::Script::new(PRESENCE_READ_SCRIPT)),
+        }
+    }
+
+    /// See [`Broker::publish_with_history`]; `command` publishes: `PUBLISH`, or `SPUBLISH` on
+    /// a cluster.
+    pub(super) fn publish_with_history<C: ConnectionLike + Send + 'static>(
+        &self,
+        mut conn: C,
+        command: &'static str,
+        channel: &str,
+        payload: Vec<u8>,
+        size: usize,
+        ttl: Duration,
+    ) -> BoxFuture<Result<u64, String>> {
+        let [list, meta] = history_keys(channel);
+        let (script, channel) = (self.publish.clone(), channel.to_owned());
+        Box::pin(async move {
+            let mut call = script.key(list);
+            call.key(meta)
+                .arg(payload)
+                .arg(size)
+                .arg(ttl.as_secs().max(1))
+                .arg(super::memory::new_epoch())
+                .arg(channel)
+                .arg(command);
+            call.invoke_async::<u64>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// See [`Broker::history`].
+    pub(super) fn history<C: ConnectionLike + Send + 'static>(
+        &self,
+        mut conn: C,
+        channel: &str,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<History, String>> {
+        let [list, meta] = history_keys(channel);
+        let script = self.read.clone();
+        Box::pin(async move {
+            let mut call = script.key(list);
+            call.key(meta)
+                .arg(since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)))
+                .arg(super::memory::new_epoch())
+                .arg(ttl.as_secs().max(1));
+            let reply: Vec<redis::Value> = call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut items = reply.into_iter();
+            let (Some(epoch), Some(top)) = (items.next(), items.next()) else {
+                return Err("history: short reply".to_owned());
+            };
+            let epoch: String = redis::from_redis_value(epoch).map_err(|e| e.to_string())?;
+            let top: u64 = redis::from_redis_value(top).map_err(|e| e.to_string())?;
+            let messages = items
+                .map(redis::from_redis_value::<Vec<u8>>)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            Ok(History {
+                epoch,
+                top,
+                messages,
+            })
+        })
+    }
+
+    /// See [`Broker::presence_add`].
+    pub(super) fn presence_add<C: ConnectionLike + Send + 'static>(
+        &self,
+        mut conn: C,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        let [hash, expiry] = presence_keys(channel);
+        let script = self.presence_add.clone();
+        let expires = (super::unix_now() + ttl.as_secs_f64()).ceil() as u64;
+        Box::pin(async move {
+            let mut call = script.key(hash);
+            call.key(expiry).arg(expires).arg(ttl.as_secs().max(1) * 2);
+            for (id, info) in members {
+                call.arg(id).arg(info);
+            }
+            call.invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// See [`Broker::presence_remove`].
+    pub(super) fn presence_remove<C: ConnectionLike + Send + 'static>(
+        mut conn: C,
+        channel: &str,
+        member: &str,
+    ) -> BoxFuture<Result<(), String>> {
+        let [hash, expiry] = presence_keys(channel);
+        let member = member.to_owned();
+        Box::pin(async move {
+            redis::pipe()
+                .cmd("HDEL")
+                .arg(&hash)
+                .arg(&member)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&expiry)
+                .arg(&member)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// See [`Broker::presence`].
+    pub(super) fn presence<C: ConnectionLike + Send + 'static>(
+        &self,
+        mut conn: C,
+        channel: &str,
+    ) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        let [hash, expiry] = presence_keys(channel);
+        let script = self.presence_read.clone();
+        Box::pin(async move {
+            let mut call = script.key(hash);
+            call.key(expiry).arg(super::unix_now().floor() as u64);
+            call.invoke_async::<Vec<Vec<u8>>>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// The error of a request made while the connection is lost.
 fn lost() -> String {
     "redis unavailable: reconnecting".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Redis Cluster's key slot: CRC16/XMODEM of the hash tag (or the whole key) mod 16384.
+    fn cluster_slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let hashed = match key.find('{') {
+            Some(open) => match key[open + 1..].find('}') {
+                Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+                _ => bytes,
+            },
+            None => bytes,
+        };
+        let mut crc: u16 = 0;
+        for &b in hashed {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn keys_share_the_channel_slot() {
+        assert_eq!(cluster_slot("123456789"), 0x31C3); // 0x31C3 < 16384: CRC16 of the check string
+        assert_eq!(
+            history_keys("chat.room1"),
+            [
+                "socketshark:history:{chat.room1}",
+                "socketshark:history-meta:{chat.room1}"
+            ]
+        );
+        // The channel's own tag decides its slot, so the keys keep it.
+        assert_eq!(
+            presence_keys("chat.{room}1")[0],
+            "socketshark:presence:chat.{room}1"
+        );
+        assert!(has_hash_tag("a{b}"));
+        assert!(!has_hash_tag("a{}b}"));
+        assert!(!has_hash_tag("a}b{"));
+        assert!(!has_hash_tag("plain"));
+        // (A channel holding a `}` but no tag cannot share a slot with any key: documented.)
+        for channel in ["chat.room1", "chat.{room}1", "x{y", "chat.a b*"] {
+            let slot = cluster_slot(channel);
+            for key in history_keys(channel).iter().chain(&presence_keys(channel)) {
+                assert_eq!(cluster_slot(key), slot, "{key}");
+            }
+        }
+    }
 }

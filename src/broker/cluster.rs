@@ -1,0 +1,483 @@
+//! Redis Cluster broker (`[redis] cluster = ["host:port", ...]`, issue 16): sharded PUB/SUB, so
+//! a channel's messages travel only through the shard that owns its slot and the cluster's
+//! throughput grows with its masters, where classic PUBLISH is broadcast to every node.
+//!
+//! One redis-rs cluster connection (RESP3) carries everything: `SSUBSCRIBE` / `SUNSUBSCRIBE` per
+//! channel (each routed to the master of the channel's slot), `SPUBLISH` for the HTTP publish
+//! API, and the history and presence scripts (their keys share the channel's slot, see
+//! `redis::history_keys`). Messages arrive as RESP3 pushes on one queue.
+//!
+//! redis-rs follows the cluster by itself: it reconnects to a node that dropped, refreshes the
+//! slot map on MOVED or a failed request, and subscribes each tracked channel again on the
+//! node that now owns its slot (after a failover or a slot migration). Above that, the broker
+//! keeps the single-Redis liveness checks and loss policy (`crate::feed`):
+//!
+//! - every `ping_interval`, a PING to every master must be answered within `ping_timeout`;
+//! - a dropped node connection is checked at once: the message stream ends (a loss) unless
+//!   every master still answers a PING (a replica that left, a connection redis-rs already
+//!   replaced);
+//! - `on_loss = "shutdown"` then shuts the server down (clients close with 1000);
+//!   `on_loss = "reconnect"` keeps the sessions, waits until every master answers (the failover
+//!   done and redis-rs on the new topology), subscribes every held channel again (a repeated
+//!   SSUBSCRIBE is harmless) and recovers the gap from history where there is one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use redis::Value;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{PushInfo, PushKind};
+use tokio::sync::{mpsc, watch};
+
+use super::redis::{OUTAGE_WAIT, Scripts, issue_now};
+use super::{BoxFuture, Broker, Connected, History, Incoming};
+use crate::config::{OnLoss, RedisConfig};
+
+/// How long connecting to the cluster (and the first PING of every master) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One attempt of a request on one node; redis-rs retries past it on another topology.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Pushes = mpsc::UnboundedReceiver<PushInfo>;
+
+pub struct ClusterBroker {
+    label: String,
+    prefix: String,
+    /// `label: host:port, ...`, for errors.
+    at: String,
+    conn: ClusterConnection,
+    scripts: Scripts,
+    on_loss: OnLoss,
+    /// The push queue, while no message stream holds it (the stream gives it back when
+    /// dropped, so a reconnection goes on with the messages queued meanwhile).
+    pushes: Arc<Mutex<Option<Pushes>>>,
+    /// Set by [`Broker::lost`], cleared by [`Broker::recovered`].
+    lost: Mutex<bool>,
+    /// Counts recoveries, as the single-Redis broker does.
+    recoveries: watch::Sender<u64>,
+    ping: Option<(Duration, Duration)>,
+}
+
+/// Connects to the cluster through its seed nodes and checks that every master answers.
+pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String> {
+    let at = format!("{label}: {}", cfg.cluster.join(", "));
+    let nodes: Vec<String> = cfg
+        .cluster
+        .iter()
+        .map(|node| format!("redis://{node}/"))
+        .collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = redis::cluster::ClusterClientBuilder::new(nodes)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(tx)
+        .connection_timeout(RESPONSE_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .overall_response_timeout(Some(OUTAGE_WAIT))
+        .build()
+        .map_err(|e| format!("{at}: {e}"))?;
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
+        Err(_) => return Err(format!("{at}: connecting timed out")),
+        Ok(r) => r.map_err(|e| format!("{at}: {e}"))?,
+    };
+    let ping = if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
+        None
+    } else {
+        Some((cfg.ping_interval.duration(), cfg.ping_timeout.duration()))
+    };
+    let broker = Arc::new(ClusterBroker {
+        label: label.to_owned(),
+        prefix: cfg.channel_prefix.clone(),
+        at: at.clone(),
+        conn,
+        scripts: Scripts::new(),
+        on_loss: cfg.on_loss,
+        pushes: Arc::new(Mutex::new(Some(rx))),
+        lost: Mutex::new(false),
+        recoveries: watch::Sender::new(0),
+        ping,
+    });
+    tokio::time::timeout(CONNECT_TIMEOUT, broker.ping_masters())
+        .await
+        .map_err(|_| format!("{at}: PING timed out"))?
+        .map_err(|e| format!("{at}: PING failed: {e}"))?;
+    let messages = broker.messages();
+    Ok(Connected { broker, messages })
+}
+
+/// Holds the push queue while a message stream reads it, and gives it back when dropped.
+struct Borrowed {
+    rx: Option<Pushes>,
+    home: Arc<Mutex<Option<Pushes>>>,
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            *self.home.lock().unwrap() = Some(rx);
+        }
+    }
+}
+
+/// A channel message from a push, or `None` for every other push (subscription
+/// confirmations, ...).
+fn message(push: PushInfo) -> Option<Incoming> {
+    if !matches!(push.kind, PushKind::SMessage | PushKind::Message) {
+        return None;
+    }
+    let mut data = push.data.into_iter();
+    let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+        return None;
+    };
+    let channel = redis::from_redis_value::<Vec<u8>>(channel).ok()?;
+    Some(Incoming {
+        channel: String::from_utf8_lossy(&channel).into_owned(),
+        payload: redis::from_redis_value(payload).ok()?,
+    })
+}
+
+impl ClusterBroker {
+    /// The message stream: it ends when a node connection dropped and a master no longer
+    /// answers (module documentation).
+    fn messages(self: &Arc<Self>) -> BoxStream<'static, Incoming> {
+        let Some(rx) = self.pushes.lock().unwrap().take() else {
+            // Never: the previous stream was dropped before a reconnection.
+            return futures_util::stream::empty().boxed();
+        };
+        let borrowed = Borrowed {
+            rx: Some(rx),
+            home: self.pushes.clone(),
+        };
+        let broker = Arc::downgrade(self);
+        futures_util::stream::unfold((borrowed, broker), |(mut b, broker)| async move {
+            loop {
+                let push = b.rx.as_mut()?.recv().await?;
+                if push.kind == PushKind::Disconnection {
+                    let broker = broker.upgrade()?;
+                    let timeout = broker.ping.map_or(RESPONSE_TIMEOUT, |(_, t)| t);
+                    match tokio::time::timeout(timeout, broker.ping_masters()).await {
+                        Ok(Ok(())) => {
+                            tracing::info!(
+                                broker = broker.label.as_str(),
+                                "redis cluster: a node connection dropped, every master answers"
+                            );
+                            continue;
+                        }
+                        Ok(Err(e)) => tracing::error!(
+                            broker = broker.label.as_str(),
+                            error = e.as_str(),
+                            "redis cluster: a node connection dropped and a master is unreachable"
+                        ),
+                        Err(_) => tracing::error!(
+                            broker = broker.label.as_str(),
+                            "redis cluster: a node connection dropped and a master does not answer"
+                        ),
+                    }
+                    return None;
+                }
+                if let Some(m) = message(push) {
+                    return Some((m, (b, broker)));
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// PINGs every master the cluster names (`CLUSTER SLOTS`, asked to any connected node) on
+    /// the connection redis-rs holds to it; fails unless every one answers. (redis-rs's own
+    /// all-masters routing skips a node it is not connected to, which would hide a lost one.)
+    fn ping_masters(&self) -> BoxFuture<Result<(), String>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let slots = conn
+                .route_command(
+                    redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                )
+                .await
+                .map_err(|e| format!("CLUSTER SLOTS: {e}"))?;
+            let masters = masters(slots)?;
+            let pings = masters.into_iter().map(|(host, port)| {
+                let mut conn = conn.clone();
+                async move {
+                    let at = format!("{host}:{port}");
+                    conn.route_command(
+                        redis::cmd("PING"),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port }),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("master {at}: {e}"))
+                }
+            });
+            for r in futures_util::future::join_all(pings).await {
+                r?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Resolves once the broker recovered after `seen` recoveries.
+    fn recovery_after(&self, seen: u64) -> BoxFuture<Result<(), String>> {
+        let mut rx = self.recoveries.subscribe();
+        Box::pin(async move {
+            rx.wait_for(|n| *n > seen)
+                .await
+                .map(|_| ())
+                .map_err(|_| "the broker is stopped".to_owned())
+        })
+    }
+
+    /// SSUBSCRIBEs one channel, queued now (in call order with unsubscribes).
+    fn ssubscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
+        let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
+        issue_now(async move { conn.ssubscribe(&channel).await.map_err(|e| e.to_string()) })
+    }
+}
+
+impl Broker for ClusterBroker {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn subscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
+        let seen = *self.recoveries.borrow();
+        let lost = *self.lost.lock().unwrap();
+        if self.on_loss == OnLoss::Shutdown {
+            return self.ssubscribe(channel);
+        }
+        // Reconnecting: as with one Redis, a held channel is subscribed again after an
+        // outage, so a request made during one succeeds when the broker has recovered.
+        let issued = (!lost).then(|| self.ssubscribe(channel));
+        let recovered = self.recovery_after(seen);
+        Box::pin(async move {
+            let outcome = tokio::time::timeout(OUTAGE_WAIT, async move {
+                let Some(issued) = issued else {
+                    return recovered.await;
+                };
+                match issued.await {
+                    Ok(()) => Ok(()),
+                    Err(_) => recovered.await,
+                }
+            })
+            .await;
+            outcome.unwrap_or_else(|_| {
+                Err(format!(
+                    "redis cluster unavailable: not back within {} s",
+                    OUTAGE_WAIT.as_secs()
+                ))
+            })
+        })
+    }
+
+    fn unsubscribe(&self, channel: &str) {
+        let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
+        let rest = issue_now(async move {
+            let _ = conn.sunsubscribe(&channel).await;
+        });
+        // Queued already unless the request queue was full: then it waits its turn in a task.
+        tokio::spawn(rest);
+    }
+
+    fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
+        let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
+        Box::pin(async move {
+            redis::cmd("SPUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn publish_with_history(
+        &self,
+        channel: &str,
+        payload: Vec<u8>,
+        size: usize,
+        ttl: Duration,
+    ) -> BoxFuture<Result<u64, String>> {
+        let conn = self.conn.clone();
+        self.scripts
+            .publish_with_history(conn, "SPUBLISH", channel, payload, size, ttl)
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<History, String>> {
+        self.scripts.history(self.conn.clone(), channel, since, ttl)
+    }
+
+    fn presence_add(
+        &self,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        self.scripts
+            .presence_add(self.conn.clone(), channel, members, ttl)
+    }
+
+    fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
+        Scripts::presence_remove(self.conn.clone(), channel, member)
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        self.scripts.presence(self.conn.clone(), channel)
+    }
+
+    fn ping(&self) -> BoxFuture<Result<(), String>> {
+        self.ping_masters()
+    }
+
+    fn ping_settings(&self) -> Option<(Duration, Duration)> {
+        self.ping
+    }
+
+    /// A failed PING is a loss here: the message stream does not end by itself when a
+    /// master stops answering.
+    fn ping_error_is_loss(&self) -> bool {
+        true
+    }
+
+    fn reconnects(&self) -> bool {
+        self.on_loss == OnLoss::Reconnect
+    }
+
+    fn lost(&self) {
+        *self.lost.lock().unwrap() = true;
+    }
+
+    fn reconnect(self: Arc<Self>) -> BoxFuture<Result<BoxStream<'static, Incoming>, String>> {
+        Box::pin(async move {
+            let timeout = self.ping.map_or(RESPONSE_TIMEOUT, |(_, t)| t);
+            match tokio::time::timeout(timeout.max(RESPONSE_TIMEOUT), self.ping_masters()).await {
+                Ok(Ok(())) => Ok(self.messages()),
+                Ok(Err(e)) => Err(format!("{}: {e}", self.at)),
+                Err(_) => Err(format!("{}: a master does not answer", self.at)),
+            }
+        })
+    }
+
+    fn resubscribe(&self, channels: Vec<String>) -> BoxFuture<Result<(), String>> {
+        let issued: Vec<_> = channels.iter().map(|c| self.ssubscribe(c)).collect();
+        Box::pin(async move {
+            for r in futures_util::future::join_all(issued).await {
+                r?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recovered(&self) {
+        *self.lost.lock().unwrap() = false;
+        self.recoveries.send_modify(|n| *n += 1);
+    }
+}
+
+/// The distinct masters of a `CLUSTER SLOTS` reply: each entry is `[first slot, last slot,
+/// [master host, port, ...], replicas...]`.
+fn masters(slots: Value) -> Result<Vec<(String, u16)>, String> {
+    let bad = || format!("CLUSTER SLOTS: unexpected reply {slots:?}");
+    let Value::Array(ranges) = &slots else {
+        return Err(bad());
+    };
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return Err(bad());
+        };
+        let Some(Value::Array(master)) = fields.get(2) else {
+            return Err(bad());
+        };
+        let (Some(host), Some(port)) = (master.first(), master.get(1)) else {
+            return Err(bad());
+        };
+        let host: String = redis::from_redis_value(host.clone()).map_err(|_| bad())?;
+        let port: u16 = redis::from_redis_value(port.clone()).map_err(|_| bad())?;
+        if !out.iter().any(|(h, p)| *h == host && *p == port) {
+            out.push((host, port));
+        }
+    }
+    if out.is_empty() {
+        return Err("CLUSTER SLOTS: no slot is served".to_owned());
+    }
+    Ok(out)
+}
+
+/// Whether `push` carries no channel message (used by the tests of the stream).
+#[cfg(test)]
+fn ignored(push: PushInfo) -> bool {
+    message(push).is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_to_messages() {
+        let push = |kind, data: Vec<&str>| PushInfo {
+            kind,
+            data: data
+                .into_iter()
+                .map(|d| Value::BulkString(d.as_bytes().to_vec()))
+                .collect(),
+        };
+        let m = message(push(PushKind::SMessage, vec!["chat.a", "{\"x\":1}"])).unwrap();
+        assert_eq!(
+            (m.channel.as_str(), m.payload.as_slice()),
+            ("chat.a", &b"{\"x\":1}"[..])
+        );
+        assert!(ignored(push(PushKind::SSubscribe, vec!["chat.a"])));
+        assert!(ignored(push(PushKind::Disconnection, vec![])));
+        assert!(ignored(push(PushKind::SMessage, vec!["chat.a"])));
+    }
+
+    #[test]
+    fn masters_of_cluster_slots() {
+        let node = |port| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |lo, hi, master, replica| {
+            Value::Array(vec![
+                Value::Int(lo),
+                Value::Int(hi),
+                node(master),
+                node(replica),
+            ])
+        };
+        let reply = Value::Array(vec![
+            range(0, 5460, 7000, 7003),
+            range(5461, 10922, 7001, 7004),
+            range(10923, 16000, 7002, 7005),
+            range(16001, 16383, 7000, 7003),
+        ]);
+        assert_eq!(
+            masters(reply).unwrap(),
+            [
+                ("127.0.0.1".to_owned(), 7000),
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002)
+            ]
+        );
+        assert!(masters(Value::Array(vec![])).is_err());
+        assert!(masters(Value::Nil).is_err());
+    }
+}

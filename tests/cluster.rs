@@ -1,0 +1,196 @@
+//! Issue 16, the Redis Cluster broker: two socketshark nodes on a 3-master Redis Cluster (started
+//! by the test). Every message reaches every subscribed client on every node exactly once,
+//! whether published through a node's API (SPUBLISH) or by a service with SPUBLISH; when a
+//! master is killed, with `on_loss = "reconnect"` the clients stay connected and receive again
+//! once its replica took over, and with `on_loss = "shutdown"` they are closed with 1000.
+//! History keeps a channel's messages in the channel's slot.
+
+mod common;
+use common::*;
+
+use std::collections::HashMap;
+
+/// Channels spread over every master's slots.
+const TOPICS: usize = 30;
+
+fn topic(i: usize) -> String {
+    format!("chat.t{i}")
+}
+
+fn node_config(cluster: &RedisCluster, on_loss: &str) -> Config {
+    Config::from_json(json!({
+        "redis": {
+            "cluster": cluster.seeds(),
+            "on_loss": on_loss,
+            "ping_interval": 0.5,
+            "ping_timeout": 1.0,
+        },
+        "ws": {"host": "127.0.0.1", "port": 0, "ping": {"interval": 0}},
+        "log": {"level": "INFO", "format": "json"},
+        "api": {"port": 0},
+        "services": {
+            "chat": {"require_authentication": false},
+            "hist": {"require_authentication": false, "history_size": 100, "history_ttl": 60},
+        },
+    }))
+}
+
+async fn api_port(server: &Server) -> u16 {
+    server.wait_event("publish API listening", secs(10.0)).await["port"]
+        .as_u64()
+        .unwrap() as u16
+}
+
+/// Publishes through the API; `None` when the API answered an error (during a failover).
+async fn publish(port: u16, name: &str, data: Value) -> Option<Value> {
+    let body = json!({"subscription": name, "data": data}).to_string();
+    let r = http_request(port, "POST", "/publish", &[], body.as_bytes()).await;
+    (r.status == 200).then(|| serde_json::from_str(&r.body).unwrap())
+}
+
+/// Receives until `quiet` passes without a message; counts `(subscription, data)`.
+async fn tally(c: &mut Client, quiet: Duration) -> HashMap<(String, Value), usize> {
+    let mut seen = HashMap::new();
+    for m in c.recv_all(quiet).await {
+        assert_eq!(m["event"], "message", "{m}");
+        let key = (
+            m["subscription"].as_str().unwrap().to_owned(),
+            m["data"].clone(),
+        );
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// One round: `data` published on every topic through `port`; every client gets each once.
+async fn round_exactly_once(port: u16, clients: &mut [&mut Client], data: Value) {
+    for i in 0..TOPICS {
+        assert!(
+            publish(port, &topic(i), data.clone()).await.is_some(),
+            "publish {}",
+            topic(i)
+        );
+    }
+    for (n, c) in clients.iter_mut().enumerate() {
+        let seen = tally(c, ms(400)).await;
+        for i in 0..TOPICS {
+            assert_eq!(
+                seen.get(&(topic(i), data.clone())),
+                Some(&1),
+                "client {n}, {}: {seen:?}",
+                topic(i)
+            );
+        }
+        assert_eq!(seen.len(), TOPICS, "client {n}: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let cfg = node_config(&cluster, "reconnect");
+    let (a, b) = (
+        Server::start_config(&cfg).await,
+        Server::start_config(&cfg).await,
+    );
+    let (port_a, port_b) = (api_port(&a).await, api_port(&b).await);
+    let mut ca = Client::connect(&a.ws_url()).await;
+    let mut cb = Client::connect(&b.ws_url()).await;
+    for c in [&mut ca, &mut cb] {
+        for i in 0..TOPICS {
+            subscribe_ok(c, &topic(i)).await;
+        }
+    }
+    // The topics live on every master.
+    let mut masters = std::collections::HashSet::new();
+    for i in 0..TOPICS {
+        masters.insert(cluster.master_of(&topic(i)).await);
+    }
+    assert_eq!(masters.len(), 3, "topics on every master");
+
+    // Through either node's API, and straight from a service (SPUBLISH): once each.
+    round_exactly_once(port_a, &mut [&mut ca, &mut cb], json!("a")).await;
+    round_exactly_once(port_b, &mut [&mut ca, &mut cb], json!("b")).await;
+    let payload = json!({"subscription": "chat.t0", "data": "service"}).to_string();
+    assert_eq!(cluster.spublish("chat.t0", &payload).await, 2, "both nodes");
+    for c in [&mut ca, &mut cb] {
+        let m = c.recv().await;
+        assert_eq!(m["data"], "service", "{m}");
+        c.expect_silence(ms(200)).await;
+    }
+
+    // Kill the master of chat.t0; its replica takes over.
+    let old = cluster.master_of("chat.t0").await;
+    cluster.kill(old);
+    a.wait_log(
+        |l| is_event(l, "redis connection lost: sessions stay open, reconnecting"),
+        secs(10.0),
+    )
+    .await;
+    let new = cluster.wait_failover("chat.t0", old, secs(20.0)).await;
+    assert_ne!(new, old);
+    wait_until(secs(20.0), "both nodes reconnected", || {
+        !a.find_logs("redis reconnected").is_empty() && !b.find_logs("redis reconnected").is_empty()
+    })
+    .await;
+    // Every topic delivers again, on both nodes, exactly once; nobody was disconnected.
+    round_exactly_once(port_a, &mut [&mut ca, &mut cb], json!("after")).await;
+    round_exactly_once(port_b, &mut [&mut ca, &mut cb], json!("after b")).await;
+    assert!(!ca.is_closed() && !cb.is_closed(), "no client disconnected");
+
+    // History on the cluster: the client on node B recovers what it missed, from node A's
+    // publishes (the list, its position and the SPUBLISH share the channel's slot).
+    let r = cb
+        .request(&json!({"event": "subscribe", "subscription": "hist.room"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let epoch = r["epoch"].as_str().expect("an epoch").to_owned();
+    let start = r["offset"].as_u64().unwrap();
+    let r = cb
+        .request(&json!({"event": "unsubscribe", "subscription": "hist.room"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    for i in 1..=5u64 {
+        let v = publish(port_a, "hist.room", json!(i))
+            .await
+            .expect("published");
+        assert_eq!(v["offsets"][0], start + i, "{v}");
+    }
+    let r = cb
+        .request(&json!({"event": "subscribe", "subscription": "hist.room",
+            "recover": {"offset": start + 2, "epoch": epoch}}))
+        .await;
+    assert_eq!(r["recovered"], true, "{r}");
+    let got: Vec<Value> = cb
+        .recv_n(3)
+        .await
+        .into_iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(got, [json!(3), json!(4), json!(5)]);
+    cb.expect_silence(ms(200)).await;
+
+    a.stop(secs(10.0)).await;
+    b.stop(secs(10.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_master_with_on_loss_shutdown_closes_the_clients() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let server = Server::start_config(&node_config(&cluster, "shutdown")).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    subscribe_ok(&mut c, "chat.t0").await;
+    let master = cluster.master_of("chat.t0").await;
+    cluster.kill(master);
+    let (code, _) = c.recv_close_skipping_data(secs(10.0)).await;
+    assert_eq!(code, Some(1000));
+    // As on one Redis (R-RED-5): the server exits, after saying why.
+    server.wait_exit(secs(10.0)).await;
+    assert!(
+        !server
+            .find_logs("redis cluster: a node connection dropped and a master is unreachable")
+            .is_empty()
+            || !server.find_logs("redis ping failed").is_empty(),
+        "the loss is logged"
+    );
+}

@@ -174,6 +174,53 @@ async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
     b.stop(secs(10.0)).await;
 }
 
+/// A resharding moves a subscribed channel's slot to another master: the channel is
+/// subscribed again on its new owner and keeps delivering, with no client involvement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migration_keeps_the_channel_delivering() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let server = Server::start_config(&node_config(&cluster, "reconnect")).await;
+    let port = api_port(&server).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    for i in 0..TOPICS {
+        subscribe_ok(&mut c, &topic(i)).await;
+    }
+    round_exactly_once(port, &mut [&mut c], json!("before")).await;
+    // An unsubscribe of ours is not mistaken for the cluster moving the channel.
+    let mut other = Client::connect(&server.ws_url()).await;
+    subscribe_ok(&mut other, "chat.other").await;
+    let r = other
+        .request(&json!({"event": "unsubscribe", "subscription": "chat.other"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let from = cluster.master_of("chat.t1").await;
+    let to = *cluster
+        .master_ports()
+        .await
+        .iter()
+        .find(|p| **p != from)
+        .unwrap();
+    cluster.migrate_slot("chat.t1", to).await;
+    assert_eq!(cluster.master_of("chat.t1").await, to);
+    // The first publish may meet a MOVED (the server follows it); then every topic delivers.
+    let mut n = 0;
+    loop {
+        assert!(publish(port, "chat.t1", json!(n)).await.is_some());
+        if let Some(m) = c.recv_timeout(ms(500)).await {
+            assert_eq!(m["subscription"], "chat.t1", "{m}");
+            break;
+        }
+        n += 1;
+        assert!(n < 20, "chat.t1 deaf after its slot moved");
+    }
+    round_exactly_once(port, &mut [&mut c], json!("after")).await;
+    assert!(!c.is_closed());
+    let moved = server.find_logs("redis cluster: a channel's slot moved, subscribing it again");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0]["channel"], "chat.t1");
+    server.stop(secs(10.0)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_master_with_on_loss_shutdown_closes_the_clients() {
     let cluster = RedisCluster::start(3, 0).await;

@@ -9,7 +9,11 @@
 //!
 //! redis-rs follows the cluster by itself: it reconnects to a node that dropped, refreshes the
 //! slot map on MOVED or a failed request, and subscribes each tracked channel again on the
-//! node that now owns its slot (after a failover or a slot migration). Above that, the broker
+//! node that now owns its slot after it refreshed. A resharding is different: the old owner
+//! sends a `sunsubscribe` push for each channel of the moved slot, and redis-rs forgets the
+//! channel; the broker tells that push from the confirmation of its own SUNSUBSCRIBEs and
+//! subscribes the channel again (its SSUBSCRIBE meets a MOVED, redis-rs follows it to the new
+//! owner). If that fails for 10 s the message stream ends: a loss. Above that, the broker
 //! keeps the single-Redis liveness checks and loss policy (`crate::feed`):
 //!
 //! - every `ping_interval`, a PING to every master must be answered within `ping_timeout`;
@@ -21,6 +25,7 @@
 //!   done and redis-rs on the new topology), subscribes every held channel again (a repeated
 //!   SSUBSCRIBE is harmless) and recovers the gap from history where there is one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +60,11 @@ pub struct ClusterBroker {
     /// The push queue, while no message stream holds it (the stream gives it back when
     /// dropped, so a reconnection goes on with the messages queued meanwhile).
     pushes: Arc<Mutex<Option<Pushes>>>,
+    /// Channels with an SUNSUBSCRIBE of ours not yet confirmed (how many): any other
+    /// `sunsubscribe` push is the cluster's, when the channel's slot moved to another master.
+    unsubscribing: Mutex<HashMap<String, u32>>,
+    /// Set when a moved channel could not be subscribed again: ends the message stream.
+    moved_failed: watch::Sender<bool>,
     /// Set by [`Broker::lost`], cleared by [`Broker::recovered`].
     lost: Mutex<bool>,
     /// Counts recoveries, as the single-Redis broker does.
@@ -96,6 +106,8 @@ pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String
         scripts: Scripts::new(),
         on_loss: cfg.on_loss,
         pushes: Arc::new(Mutex::new(Some(rx))),
+        unsubscribing: Mutex::new(HashMap::new()),
+        moved_failed: watch::Sender::new(false),
         lost: Mutex::new(false),
         recoveries: watch::Sender::new(0),
         ping,
@@ -152,9 +164,16 @@ impl ClusterBroker {
             home: self.pushes.clone(),
         };
         let broker = Arc::downgrade(self);
-        futures_util::stream::unfold((borrowed, broker), |(mut b, broker)| async move {
+        self.moved_failed.send_replace(false);
+        let failed = self.moved_failed.subscribe();
+        let state = (borrowed, broker, failed);
+        futures_util::stream::unfold(state, |(mut b, broker, mut failed)| async move {
             loop {
-                let push = b.rx.as_mut()?.recv().await?;
+                let push = tokio::select! {
+                    push = b.rx.as_mut()?.recv() => push?,
+                    // A moved channel could not be subscribed again: a loss.
+                    _ = failed.wait_for(|f| *f) => return None,
+                };
                 if push.kind == PushKind::Disconnection {
                     let broker = broker.upgrade()?;
                     let timeout = broker.ping.map_or(RESPONSE_TIMEOUT, |(_, t)| t);
@@ -178,8 +197,14 @@ impl ClusterBroker {
                     }
                     return None;
                 }
+                if push.kind == PushKind::SUnsubscribe {
+                    if let (Some(broker), Some(channel)) = (broker.upgrade(), unsubscribed(&push)) {
+                        broker.unsubscribed(channel);
+                    }
+                    continue;
+                }
                 if let Some(m) = message(push) {
-                    return Some((m, (b, broker)));
+                    return Some((m, (b, broker, failed)));
                 }
             }
         })
@@ -231,6 +256,52 @@ impl ClusterBroker {
         })
     }
 
+    /// A `sunsubscribe` push for `channel`: the confirmation of ours, or the cluster's when the
+    /// channel's slot moved (a resharding): then the channel is subscribed again, which
+    /// reaches its new owner (redis-rs follows the MOVED and refreshes its slot map).
+    fn unsubscribed(self: Arc<Self>, channel: String) {
+        {
+            let mut pending = self.unsubscribing.lock().unwrap();
+            if let Some(n) = pending.get_mut(&channel) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&channel);
+                }
+                return;
+            }
+        }
+        tracing::info!(
+            broker = self.label.as_str(),
+            channel = channel.as_str(),
+            "redis cluster: a channel's slot moved, subscribing it again"
+        );
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            let since = tokio::time::Instant::now();
+            loop {
+                match self.ssubscribe(&channel).await {
+                    Ok(()) => return,
+                    Err(e) if since.elapsed() >= OUTAGE_WAIT => {
+                        // Deaf on this channel: a loss, so that the feed subscribes every held
+                        // channel again (or shuts down, as configured).
+                        tracing::error!(
+                            broker = self.label.as_str(),
+                            channel = channel.as_str(),
+                            error = e.as_str(),
+                            "redis cluster: subscribing a moved channel again failed"
+                        );
+                        self.moved_failed.send_replace(true);
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    }
+
     /// SSUBSCRIBEs one channel, queued now (in call order with unsubscribes).
     fn ssubscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
         let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
@@ -278,6 +349,12 @@ impl Broker for ClusterBroker {
     }
 
     fn unsubscribe(&self, channel: &str) {
+        *self
+            .unsubscribing
+            .lock()
+            .unwrap()
+            .entry(channel.to_owned())
+            .or_insert(0) += 1;
         let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
         let rest = issue_now(async move {
             let _ = conn.sunsubscribe(&channel).await;
@@ -385,6 +462,12 @@ impl Broker for ClusterBroker {
         *self.lost.lock().unwrap() = false;
         self.recoveries.send_modify(|n| *n += 1);
     }
+}
+
+/// The channel of a `sunsubscribe` push.
+fn unsubscribed(push: &PushInfo) -> Option<String> {
+    let channel = redis::from_redis_value::<Vec<u8>>(push.data.first()?.clone()).ok()?;
+    Some(String::from_utf8_lossy(&channel).into_owned())
 }
 
 /// The distinct masters of a `CLUSTER SLOTS` reply: each entry is `[first slot, last slot,

@@ -177,6 +177,49 @@ impl RedisCluster {
         }
     }
 
+    /// Moves `channel`'s slot (holding no keys) to the master on `to`, as a resharding does:
+    /// IMPORTING / MIGRATING, then the new owner announced to every live node.
+    pub async fn migrate_slot(&self, channel: &str, to: u16) {
+        let from = self.master_of(channel).await;
+        let slot = node_query(from, &["CLUSTER", "KEYSLOT", channel])
+            .await
+            .unwrap();
+        let slot = slot.trim();
+        let id = |port| async move { node_query(port, &["CLUSTER", "MYID"]).await.unwrap() };
+        let (from_id, to_id) = (id(from).await, id(to).await);
+        setslot(to, slot, "IMPORTING", &from_id).await;
+        setslot(from, slot, "MIGRATING", &to_id).await;
+        setslot(to, slot, "NODE", &to_id).await;
+        setslot(from, slot, "NODE", &to_id).await;
+        for port in self.live_ports() {
+            if port != from && port != to {
+                setslot(port, slot, "NODE", &to_id).await;
+            }
+        }
+        let ports = self.live_ports();
+        self.wait_ok(&ports, Duration::from_secs(10)).await;
+    }
+
+    /// The ports of the masters, as a live node sees them.
+    pub async fn master_ports(&self) -> Vec<u16> {
+        for port in self.live_ports() {
+            let Some(nodes) = node_query(port, &["CLUSTER", "NODES"]).await else {
+                continue;
+            };
+            let mut masters: Vec<u16> = nodes
+                .lines()
+                .filter(|l| l.split(' ').nth(2).is_some_and(|f| f.contains("master")))
+                .filter_map(|l| {
+                    let addr = l.split(' ').nth(1)?.split('@').next()?;
+                    addr.rsplit_once(':')?.1.parse().ok()
+                })
+                .collect();
+            masters.sort();
+            return masters;
+        }
+        panic!("no live node");
+    }
+
     /// SPUBLISH, as a service publishes to a cluster; returns the number of receivers.
     pub async fn spublish(&self, channel: &str, payload: &str) -> i64 {
         let mut guard = self.conn.lock().await;
@@ -271,8 +314,18 @@ async fn node_query(port: u16, args: &[&str]) -> Option<String> {
         redis::Value::VerbatimString { text, .. } => Some(text),
         redis::Value::Int(n) => Some(n.to_string()),
         redis::Value::SimpleString(s) => Some(s),
+        redis::Value::Okay => Some("OK".to_owned()),
         _ => None,
     }
+}
+
+/// `CLUSTER SETSLOT slot how id` on one node.
+async fn setslot(port: u16, slot: &str, how: &str, id: &str) {
+    let args = ["CLUSTER", "SETSLOT", slot, how, id];
+    assert!(
+        node_query(port, &args).await.is_some(),
+        "{args:?} on {port}"
+    );
 }
 
 async fn wait_ping(port: u16) {

@@ -193,6 +193,25 @@ async fn a_slot_migration_keeps_the_channel_delivering() {
         .request(&json!({"event": "unsubscribe", "subscription": "chat.other"}))
         .await;
     assert_eq!(r["status"], "ok", "{r}");
+    // Churn on one channel (the last session leaves, a new one comes at once) ends subscribed.
+    for _ in 0..50 {
+        let r = other
+            .request(&json!({"event": "subscribe", "subscription": "chat.churn"}))
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+        let r = other
+            .request(&json!({"event": "unsubscribe", "subscription": "chat.churn"}))
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+    subscribe_ok(&mut other, "chat.churn").await;
+    assert!(
+        publish(port, "chat.churn", json!("churned"))
+            .await
+            .is_some()
+    );
+    let m = other.recv().await;
+    assert_eq!(m["data"], "churned", "{m}");
     let from = cluster.master_of("chat.t1").await;
     let to = *cluster
         .master_ports()

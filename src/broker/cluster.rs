@@ -26,10 +26,12 @@
 //!   SSUBSCRIBE is harmless) and recovers the gap from history where there is one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::{FutureExt, Shared};
 use futures_util::stream::BoxStream;
 use redis::Value;
 use redis::cluster_async::ClusterConnection;
@@ -49,6 +51,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Pushes = mpsc::UnboundedReceiver<PushInfo>;
 
+/// The completion of an SUNSUBSCRIBE.
+type Unsubscribing = Shared<BoxFuture<()>>;
+
 pub struct ClusterBroker {
     label: String,
     prefix: String,
@@ -63,6 +68,10 @@ pub struct ClusterBroker {
     /// Channels with an SUNSUBSCRIBE of ours not yet confirmed (how many): any other
     /// `sunsubscribe` push is the cluster's, when the channel's slot moved to another master.
     unsubscribing: Mutex<HashMap<String, u32>>,
+    /// Channels with an SUNSUBSCRIBE in flight: its id and its completion, which a new
+    /// SSUBSCRIBE of the channel waits for (`ordered_ssubscribe`).
+    inflight: Arc<Mutex<HashMap<String, (u64, Unsubscribing)>>>,
+    next_id: AtomicU64,
     /// Set when a moved channel could not be subscribed again: ends the message stream.
     moved_failed: watch::Sender<bool>,
     /// Set by [`Broker::lost`], cleared by [`Broker::recovered`].
@@ -108,6 +117,8 @@ pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String
         pushes: Arc::new(Mutex::new(Some(rx))),
         unsubscribing: Mutex::new(HashMap::new()),
         moved_failed: watch::Sender::new(false),
+        inflight: Arc::new(Mutex::new(HashMap::new())),
+        next_id: AtomicU64::new(0),
         lost: Mutex::new(false),
         recoveries: watch::Sender::new(0),
         ping,
@@ -307,6 +318,29 @@ impl ClusterBroker {
         let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
         issue_now(async move { conn.ssubscribe(&channel).await.map_err(|e| e.to_string()) })
     }
+
+    /// SSUBSCRIBEs a channel after the SUNSUBSCRIBE of it still in flight, if any. redis-rs
+    /// may reorder two requests (for one channel they go to one node, but each first looks up
+    /// its connection), and an unsubscribe overtaking the subscribe that follows it would
+    /// leave the channel deaf.
+    fn ordered_ssubscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
+        let before = self
+            .inflight
+            .lock()
+            .unwrap()
+            .get(channel)
+            .map(|(_, done)| done.clone());
+        match before {
+            None => self.ssubscribe(channel),
+            Some(done) => {
+                let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
+                Box::pin(async move {
+                    done.await;
+                    conn.ssubscribe(&channel).await.map_err(|e| e.to_string())
+                })
+            }
+        }
+    }
 }
 
 impl Broker for ClusterBroker {
@@ -322,11 +356,11 @@ impl Broker for ClusterBroker {
         let seen = *self.recoveries.borrow();
         let lost = *self.lost.lock().unwrap();
         if self.on_loss == OnLoss::Shutdown {
-            return self.ssubscribe(channel);
+            return self.ordered_ssubscribe(channel);
         }
         // Reconnecting: as with one Redis, a held channel is subscribed again after an
         // outage, so a request made during one succeeds when the broker has recovered.
-        let issued = (!lost).then(|| self.ssubscribe(channel));
+        let issued = (!lost).then(|| self.ordered_ssubscribe(channel));
         let recovered = self.recovery_after(seen);
         Box::pin(async move {
             let outcome = tokio::time::timeout(OUTAGE_WAIT, async move {
@@ -355,12 +389,26 @@ impl Broker for ClusterBroker {
             .unwrap()
             .entry(channel.to_owned())
             .or_insert(0) += 1;
-        let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
-        let rest = issue_now(async move {
-            let _ = conn.sunsubscribe(&channel).await;
+        let (mut conn, name) = (self.conn.clone(), channel.to_owned());
+        let done = issue_now(async move {
+            let _ = conn.sunsubscribe(&name).await;
+        })
+        .shared();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inflight
+            .lock()
+            .unwrap()
+            .insert(channel.to_owned(), (id, done.clone()));
+        // Driven to its end here (a subscribe of the channel may be waiting for it); queued
+        // already unless redis-rs's request queue was full, then it waits its turn.
+        let (inflight, channel) = (self.inflight.clone(), channel.to_owned());
+        tokio::spawn(async move {
+            done.await;
+            let mut inflight = inflight.lock().unwrap();
+            if inflight.get(&channel).is_some_and(|(i, _)| *i == id) {
+                inflight.remove(&channel);
+            }
         });
-        // Queued already unless the request queue was full: then it waits its turn in a task.
-        tokio::spawn(rest);
     }
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {

@@ -3,7 +3,7 @@
 //! whether published through a node's API (SPUBLISH) or by a service with SPUBLISH; when a
 //! master is killed, with `on_loss = "reconnect"` the clients stay connected and receive again
 //! once its replica took over, and with `on_loss = "shutdown"` they are closed with 1000.
-//! History keeps a channel's messages in the channel's slot.
+//! History and presence keep a channel's keys in the channel's slot.
 
 mod common;
 use common::*;
@@ -31,6 +31,7 @@ fn node_config(cluster: &RedisCluster, on_loss: &str) -> Config {
         "services": {
             "chat": {"require_authentication": false},
             "hist": {"require_authentication": false, "history_size": 100, "history_ttl": 60},
+            "room": {"require_authentication": false, "presence": true},
         },
     }))
 }
@@ -169,6 +170,15 @@ async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
         .collect();
     assert_eq!(got, [json!(3), json!(4), json!(5)]);
     cb.expect_silence(ms(200)).await;
+
+    // Presence on the cluster: one member per node, seen from either.
+    subscribe_ok(&mut ca, "room.r1").await;
+    subscribe_ok(&mut cb, "room.r1").await;
+    let r = cb
+        .request(&json!({"event": "presence", "subscription": "room.r1"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["members"].as_array().map(Vec::len), Some(2), "{r}");
 
     a.stop(secs(10.0)).await;
     b.stop(secs(10.0)).await;

@@ -127,6 +127,16 @@ pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String
         .await
         .map_err(|_| format!("{at}: PING timed out"))?
         .map_err(|e| format!("{at}: PING failed: {e}"))?;
+    let mut conn = broker.conn.clone();
+    let info = conn
+        .route_command(
+            redis::cmd("INFO").arg("server").to_owned(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await
+        .map_err(|e| format!("{at}: INFO failed: {e}"))?;
+    let info: String = redis::from_redis_value(info).unwrap_or_default();
+    check_version(&info).map_err(|e| format!("{at}: {e}"))?;
     let messages = broker.messages();
     Ok(Connected { broker, messages })
 }
@@ -512,6 +522,25 @@ impl Broker for ClusterBroker {
     }
 }
 
+/// Sharded PUB/SUB needs Redis >= 7 (`INFO server`'s `redis_version`).
+fn check_version(info: &str) -> Result<(), String> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    match version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+    {
+        Some(major) if major >= 7 => Ok(()),
+        _ => Err(format!(
+            "Redis {version}: sharded pub/sub (SSUBSCRIBE) needs Redis >= 7"
+        )),
+    }
+}
+
 /// The channel of a `sunsubscribe` push.
 fn unsubscribed(push: &PushInfo) -> Option<String> {
     let channel = redis::from_redis_value::<Vec<u8>>(push.data.first()?.clone()).ok()?;
@@ -575,6 +604,18 @@ mod tests {
         assert!(ignored(push(PushKind::SSubscribe, vec!["chat.a"])));
         assert!(ignored(push(PushKind::Disconnection, vec![])));
         assert!(ignored(push(PushKind::SMessage, vec!["chat.a"])));
+    }
+
+    #[test]
+    fn version_check() {
+        assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_version("redis_version:8.2.1").is_ok());
+        let e = check_version("redis_version:6.2.14\r\n").unwrap_err();
+        assert_eq!(
+            e,
+            "Redis 6.2.14: sharded pub/sub (SSUBSCRIBE) needs Redis >= 7"
+        );
+        assert!(check_version("").is_err());
     }
 
     #[test]

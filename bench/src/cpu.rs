@@ -47,6 +47,9 @@ pub struct CpuMeter {
     bench0: Option<f64>,
     server0: Option<f64>,
     cpus0: Vec<(String, u64, u64)>,
+    /// Named groups of processes (fanout's two nodes, the brokers): each pid's CPU seconds at
+    /// the start.
+    groups: Vec<(String, Vec<(u32, Option<f64>)>)>,
 }
 
 impl CpuMeter {
@@ -57,7 +60,18 @@ impl CpuMeter {
             bench0: cpu_seconds(None),
             server0: server.and_then(|p| cpu_seconds(Some(p))),
             cpus0: cpu_jiffies(),
+            groups: Vec::new(),
         }
+    }
+
+    /// Also measures the processes `pids` as `name` (`{"name": [cores, ...], "name_total":
+    /// cores}` in [`CpuMeter::json`]); nothing when `pids` is empty.
+    pub fn group(mut self, name: &str, pids: &[u32]) -> CpuMeter {
+        if !pids.is_empty() {
+            let start = pids.iter().map(|&p| (p, cpu_seconds(Some(p)))).collect();
+            self.groups.push((name.to_string(), start));
+        }
+        self
     }
 
     /// `{"bench": cores, "server": cores, "cpu0": busy, ...}`: average cores used by each process,
@@ -74,6 +88,13 @@ impl CpuMeter {
             "bench": used(self.bench0, None),
             "server": if self.server.is_some() { used(self.server0, self.server) } else { Value::Null },
         });
+        for (name, pids) in &self.groups {
+            let each: Vec<Value> = pids.iter().map(|&(p, b)| used(b, Some(p))).collect();
+            let total: Option<f64> = each.iter().map(Value::as_f64).sum();
+            out[format!("{name}_total")] =
+                total.map_or(Value::Null, |t| ((t * 100.0).round() / 100.0).into());
+            out[name.as_str()] = each.into();
+        }
         for ((name, busy, total), (name0, busy0, total0)) in
             cpu_jiffies().into_iter().zip(&self.cpus0)
         {

@@ -1,6 +1,10 @@
 //! `fanout`: C clients subscribed to T topics, a Redis publisher at R messages/s; delivered
 //! rate, end-to-end latency and loss. `--search` finds the highest sustainable rate; `--smoke`
 //! is the CI check (exact delivery count, no timing assertion).
+//!
+//! Several nodes (`--url` repeated): the subscribers of each topic are spread over them, so a
+//! message reaches every node. The publisher is one Redis (`PUBLISH`), a Redis Cluster
+//! (`SPUBLISH`, routed to the slot's master) or NATS (`--publisher`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -16,12 +20,33 @@ use crate::hist::Histogram;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {
-    /// WebSocket URL of the server.
-    #[arg(long, default_value = "ws://127.0.0.1:9000/")]
-    pub url: String,
-    /// Redis URL the server listens to.
+    /// WebSocket URL of the server; repeat it (or give several, comma-separated; alias --urls)
+    /// for several nodes: the k-th subscriber (k = i / topics) of topic t = i % topics, client
+    /// i, connects to url[(t + k) % n], so each topic's subscribers are spread over the nodes
+    /// and every node gets the same share (client i -> url[i % n] when topics >= clients).
+    #[arg(
+        long = "url",
+        alias = "urls",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:9000/"
+    )]
+    pub url: Vec<String>,
+    /// How messages are published: `redis` (pipelined PUBLISH on --redis; each must reach as
+    /// many subscribers as nodes have subscribed clients of its topic), `cluster` (SPUBLISH
+    /// through a Redis Cluster connection to --cluster, routed to each channel's master; same
+    /// check), `nats` (core NATS publish to --nats, subject = --channel-prefix + subscription
+    /// name, one flush per tick; no receiver count, so no such check).
+    #[arg(long, value_enum, default_value_t = PublisherKind::Redis)]
+    pub publisher: PublisherKind,
+    /// Redis URL the server listens to (--publisher redis).
     #[arg(long, default_value = "redis://127.0.0.1:6379/")]
     pub redis: String,
+    /// Redis Cluster seed nodes, host:port, comma-separated or repeated (--publisher cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// NATS server URL (--publisher nats).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
     /// Number of clients (default 1000; 50 with --smoke).
     #[arg(long)]
     pub clients: Option<u64>,
@@ -71,9 +96,14 @@ pub struct FanoutArgs {
     pub channel_prefix: String,
     #[command(flatten)]
     pub quiet: QuietArgs,
-    /// PID of the server, to report its CPU use per step (optional).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server, to report its CPU use per step (optional); repeated or
+    /// comma-separated for several nodes (`cpu_cores.servers`, `servers_total`).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// PIDs of the broker processes (redis-server, the cluster's masters, nats-server), to
+    /// report their CPU use per step (`cpu_cores.broker`, `broker_total`; optional).
+    #[arg(long, value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Connections being opened (connect + subscribe) at the same time.
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
@@ -90,6 +120,13 @@ pub struct FanoutArgs {
     pub drain_max: f64,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublisherKind {
+    Redis,
+    Cluster,
+    Nats,
+}
+
 #[derive(Default)]
 struct Shared {
     hist: Histogram,
@@ -103,6 +140,9 @@ struct Shared {
     ready_fail: AtomicU64,
     /// Subscribed clients per topic (the expected deliveries of a message).
     ready_per_topic: Vec<AtomicU64>,
+    /// Subscribed clients per (topic, node): `topic * nodes + node`.
+    ready_per_topic_node: Vec<AtomicU64>,
+    nodes: usize,
     shutting_down: AtomicBool,
     errors: Errors,
     /// --deflate: browser-like clients.
@@ -121,6 +161,7 @@ async fn client_task(
     name: String,
     topic: u64,
     topics: u64,
+    node: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permit = sem.acquire_owned().await;
@@ -142,6 +183,7 @@ async fn client_task(
         shared.negotiation.record(d);
     }
     shared.ready_per_topic[topic as usize].fetch_add(1, Relaxed);
+    shared.ready_per_topic_node[topic as usize * shared.nodes + node].fetch_add(1, Relaxed);
     shared.ready_ok.fetch_add(1, Relaxed);
     let mut last: Option<u64> = None;
     loop {
@@ -185,12 +227,116 @@ async fn client_task(
     }
 }
 
+enum Sink {
+    Redis(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+    Nats(async_nats::Client),
+}
+
+impl Sink {
+    async fn connect(args: &FanoutArgs) -> Result<Sink, String> {
+        match args.publisher {
+            PublisherKind::Redis => {
+                let client = redis::Client::open(args.redis.as_str()).map_err(|e| e.to_string())?;
+                let conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| format!("redis {}: {e}", args.redis))?;
+                Ok(Sink::Redis(conn))
+            }
+            PublisherKind::Cluster => {
+                if args.cluster.is_empty() {
+                    return Err("--publisher cluster needs --cluster host:port,...".into());
+                }
+                let nodes: Vec<String> = args
+                    .cluster
+                    .iter()
+                    .map(|n| format!("redis://{n}/"))
+                    .collect();
+                let client = redis::cluster::ClusterClient::new(nodes)
+                    .map_err(|e| format!("redis cluster: {e}"))?;
+                let conn = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| format!("redis cluster {:?}: {e}", args.cluster))?;
+                Ok(Sink::Cluster(conn))
+            }
+            PublisherKind::Nats => {
+                let client = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    async_nats::connect(args.nats.as_str()),
+                )
+                .await
+                .map_err(|_| format!("nats {}: connecting timed out", args.nats))?
+                .map_err(|e| format!("nats {}: {e}", args.nats))?;
+                Ok(Sink::Nats(client))
+            }
+        }
+    }
+
+    /// Publishes one tick's `(channel, payload)` batch; per message, the number of receivers
+    /// the broker reports (`None`: it does not tell, NATS) or the error.
+    async fn send(&mut self, batch: Vec<(String, String)>) -> Vec<Result<Option<i64>, String>> {
+        let n = batch.len();
+        match self {
+            Sink::Redis(conn) => {
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload);
+                }
+                match pipe.query_async::<Vec<i64>>(conn).await {
+                    Ok(receivers) if receivers.len() == n => {
+                        receivers.into_iter().map(|r| Ok(Some(r))).collect()
+                    }
+                    Ok(r) => vec![Err(format!("PUBLISH: {} replies for {n}", r.len())); n],
+                    Err(e) => vec![Err(format!("PUBLISH failed: {e}")); n],
+                }
+            }
+            // A cluster pipeline must stay within one slot: one command each, all in flight at
+            // once on the multiplexed connection.
+            Sink::Cluster(conn) => {
+                let sends = batch.into_iter().map(|(channel, payload)| {
+                    let mut conn = conn.clone();
+                    let mut cmd = redis::cmd("SPUBLISH");
+                    cmd.arg(channel).arg(payload);
+                    async move {
+                        cmd.query_async::<i64>(&mut conn)
+                            .await
+                            .map(Some)
+                            .map_err(|e| format!("SPUBLISH failed: {e}"))
+                    }
+                });
+                futures_util::future::join_all(sends).await
+            }
+            Sink::Nats(client) => {
+                let mut out = Vec::with_capacity(n);
+                for (subject, payload) in batch {
+                    out.push(
+                        client
+                            .publish(subject, payload.into())
+                            .await
+                            .map(|()| None)
+                            .map_err(|e| format!("NATS publish failed: {e}")),
+                    );
+                }
+                if let Err(e) = client.flush().await {
+                    // Handed over already: they may arrive, so they stay expected.
+                    out.push(Err(format!("NATS flush failed: {e}")));
+                }
+                out
+            }
+        }
+    }
+}
+
 struct Publisher {
-    conn: redis::aio::MultiplexedConnection,
+    sink: Sink,
     service: String,
     channel_prefix: String,
     topics: u64,
     subs_per_topic: Vec<u64>,
+    /// Nodes with a subscribed client of the topic: the receivers PUBLISH/SPUBLISH must report.
+    nodes_per_topic: Vec<u64>,
     next_seq: u64,
 }
 
@@ -220,7 +366,7 @@ impl Publisher {
             if due <= sent {
                 continue;
             }
-            let mut pipe = redis::pipe();
+            let mut batch = Vec::with_capacity((due - sent) as usize);
             let mut topics = Vec::with_capacity((due - sent) as usize);
             for _ in sent..due {
                 let seq = self.next_seq;
@@ -231,28 +377,34 @@ impl Publisher {
                     r#"{{"subscription": "{sub}", "data": {{"seq": {seq}, "ts": {}}}}}"#,
                     now_us()
                 );
-                pipe.cmd("PUBLISH")
-                    .arg(format!("{}{sub}", self.channel_prefix))
-                    .arg(payload);
+                batch.push((format!("{}{sub}", self.channel_prefix), payload));
                 topics.push(topic);
             }
-            match pipe.query_async::<Vec<i64>>(&mut self.conn).await {
-                Ok(receivers) => {
-                    for (topic, n) in topics.iter().zip(receivers) {
-                        expected += self.subs_per_topic[*topic as usize];
-                        if n < 1 {
+            let results = self.sink.send(batch).await;
+            for (i, result) in results.into_iter().enumerate() {
+                let Some(&topic) = topics.get(i) else {
+                    // An error about the whole batch (the NATS flush).
+                    if let Err(e) = result {
+                        errors.add(Kind::Publish, || e);
+                    }
+                    continue;
+                };
+                match result {
+                    Ok(receivers) => {
+                        expected += self.subs_per_topic[topic as usize];
+                        let nodes = self.nodes_per_topic[topic as usize];
+                        if let Some(n) = receivers
+                            && n < nodes as i64
+                        {
                             errors.add(Kind::Publish, || {
-                                format!("PUBLISH to topic t{topic} reached no subscriber")
+                                format!("publish to topic t{topic} reached {n} of {nodes} nodes")
                             });
                         }
                     }
-                    sent = due;
-                }
-                Err(e) => {
-                    errors.add(Kind::Publish, || format!("PUBLISH failed: {e}"));
-                    sent = due;
+                    Err(e) => errors.add(Kind::Publish, || e),
                 }
             }
+            sent = due;
         }
         Published {
             messages: sent,
@@ -295,7 +447,12 @@ async fn step(
     }
     shared.hist.take();
     let errors_before = shared.errors.total();
-    let cpu = CpuMeter::start(args.server_pid);
+    let cpu = if let [pid] = args.server_pid[..] {
+        CpuMeter::start(Some(pid))
+    } else {
+        CpuMeter::start(None).group("servers", &args.server_pid)
+    }
+    .group("broker", &args.broker_pid);
     let t0 = now_us();
     let publ = publisher
         .run(
@@ -421,14 +578,21 @@ pub async fn run(mut args: FanoutArgs) -> Result<(Value, bool), String> {
     if args.smoke && args.messages.is_none() {
         args.messages = Some(200);
     }
-    let target = Arc::new(Target::resolve(&args.url).await?);
-    let redis_client = redis::Client::open(args.redis.as_str()).map_err(|e| e.to_string())?;
-    let conn = redis_client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| format!("redis {}: {e}", args.redis))?;
+    if args.url.is_empty() {
+        return Err("--url: at least one".into());
+    }
+    let mut targets = Vec::with_capacity(args.url.len());
+    for url in &args.url {
+        targets.push(Arc::new(Target::resolve(url).await?));
+    }
+    let nodes = targets.len();
+    let sink = Sink::connect(&args).await?;
     let shared = Arc::new(Shared {
         ready_per_topic: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+        ready_per_topic_node: (0..topics as usize * nodes)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        nodes,
         deflate: args.deflate,
         ..Shared::default()
     });
@@ -438,13 +602,16 @@ pub async fn run(mut args: FanoutArgs) -> Result<(Value, bool), String> {
     let mut tasks = Vec::with_capacity(clients as usize);
     for i in 0..clients {
         let topic = i % topics;
+        // The k-th subscriber of a topic goes to node (topic + k) % nodes.
+        let node = ((topic + i / topics) % nodes as u64) as usize;
         tasks.push(tokio::spawn(client_task(
-            target.clone(),
+            targets[node].clone(),
             shared.clone(),
             sem.clone(),
             format!("{}.t{topic}", args.service),
             topic,
             topics,
+            node,
             shutdown_rx.clone(),
         )));
     }
@@ -455,7 +622,7 @@ pub async fn run(mut args: FanoutArgs) -> Result<(Value, bool), String> {
     let connected = shared.ready_ok.load(Relaxed);
     // Expected deliveries count the clients that did subscribe (the others are errors already).
     let mut publisher = Publisher {
-        conn,
+        sink,
         service: args.service.clone(),
         channel_prefix: args.channel_prefix.clone(),
         topics,
@@ -464,16 +631,29 @@ pub async fn run(mut args: FanoutArgs) -> Result<(Value, bool), String> {
             .iter()
             .map(|n| n.load(Relaxed))
             .collect(),
+        nodes_per_topic: shared
+            .ready_per_topic_node
+            .chunks(nodes)
+            .map(|c| c.iter().filter(|n| n.load(Relaxed) > 0).count() as u64)
+            .collect(),
         next_seq: 0,
     };
 
     let mut out = json!({
         "scenario": "fanout",
-        "url": args.url,
+        "url": if nodes == 1 { args.url[0].clone().into() } else { json!(args.url) },
+        "publisher": format!("{:?}", args.publisher).to_lowercase(),
         "clients": clients,
         "connected": connected,
         "topics": topics,
         "subscribers_per_topic": clients as f64 / topics as f64,
+        "connected_per_node": (0..nodes)
+            .map(|n| {
+                (0..topics as usize)
+                    .map(|t| shared.ready_per_topic_node[t * nodes + n].load(Relaxed))
+                    .sum::<u64>()
+            })
+            .collect::<Vec<u64>>(),
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
     });
     if args.deflate {

@@ -91,11 +91,17 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> i32 {
         BrokerKind::Redis => {
             let publish = cfg.api.is_some() || cfg.has_history();
             let labels = ["redis", "redis_alt"];
-            let connecting = cfg
-                .redis_connections()
-                .into_iter()
-                .zip(labels)
-                .map(|(rc, label)| broker::redis::connect(rc, label, publish));
+            let connecting =
+                cfg.redis_connections()
+                    .into_iter()
+                    .zip(labels)
+                    .map(|(rc, label)| async move {
+                        if rc.cluster.is_empty() {
+                            broker::redis::connect(rc, label, publish).await
+                        } else {
+                            broker::cluster::connect(rc, label).await
+                        }
+                    });
             futures_util::future::join_all(connecting).await
         }
     };

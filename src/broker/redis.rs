@@ -104,11 +104,8 @@ pub struct RedisBroker {
 }
 
 /// Connects, selects the database, and checks that Redis supports PING in subscriber mode
-/// (Redis >= 3.2) (R-RED-1). With `cluster` set, connects to a Redis Cluster instead.
+/// (Redis >= 3.2) (R-RED-1). (With `cluster` set, `broker::cluster::connect` is used instead.)
 pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Connected, String> {
-    if !cfg.cluster.is_empty() {
-        return super::cluster::connect(cfg, label).await;
-    }
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)
     } else {

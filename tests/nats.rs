@@ -588,3 +588,32 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
     assert_ne!(m["epoch"], json!(epoch2), "{m}");
     nodes[0].stop(secs(10.0)).await;
 }
+
+/// Without JetStream (`nats-server` without `-js`), a service with history fails at once and
+/// says why (its subscribers get no position, its publishes 503); the others work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_history_fails_quickly_and_other_services_work() {
+    let nats = Nats::start(free_port());
+    nats.wait_ready().await;
+    let node = Server::start_config(&history_config(nats.port, 10)).await;
+    let port = api_port(&node).await;
+    let mut c = Client::connect(&node.ws_url()).await;
+    let started = std::time::Instant::now();
+    // Subscribed without a position (as when Redis cannot be read), the reason logged.
+    let r = subscribe(&mut c, "hist.room", None).await;
+    assert_eq!(r.get("epoch"), None, "{r}");
+    let log = node.wait_event("history unavailable", secs(5.0)).await;
+    assert!(
+        log["error"].as_str().unwrap().contains("nats-server -js"),
+        "{log}"
+    );
+    let body = json!({"subscription": "hist.room", "data": 1}).to_string();
+    let r = http_request(port, "POST", "/publish", &[], body.as_bytes()).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("jetstream"), "{r:?}");
+    assert!(started.elapsed() < secs(3.0), "{:?}", started.elapsed());
+    subscribe(&mut c, "chat.room", None).await;
+    publish(port, "chat.room", json!(1)).await;
+    assert_eq!(c.recv().await["data"], 1);
+    node.stop(secs(10.0)).await;
+}

@@ -215,7 +215,11 @@ impl JetStreamHistory {
                 Err(e)
                     if matches!(e.kind(), context::GetStreamErrorKind::JetStream(ref j)
                         if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
-                Err(e) => return Err(format!("jetstream: stream {name}: {e}")),
+                Err(e) => {
+                    return Err(format!(
+                        "jetstream: stream {name}: {e} (is JetStream on: nats-server -js?)"
+                    ));
+                }
             }
             let limits = Limits {
                 size: size.map_or(-1, |s| s as i64),

@@ -280,12 +280,17 @@ async fn jetstream_history_recovers_missed_messages_on_another_node() {
         }
     });
     let mut c = Client::connect(&nodes[1].ws_url()).await;
+    let started = std::time::Instant::now();
     let r = subscribe(
         &mut c,
         "hist.room",
         Some(json!({"offset": 5, "epoch": epoch})),
     )
     .await;
+    eprintln!(
+        "subscribe recovering 100 messages from JetStream: {:.1} ms to the reply",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     assert_eq!(r["recovered"], true, "{r}");
     assert_eq!(
         (r["offset"].clone(), r["epoch"].clone()),

@@ -918,11 +918,6 @@ impl Config {
             if svc.join_leave && !svc.presence {
                 return Err(format!("services.{name}.join_leave: needs presence = true"));
             }
-            if self.broker == BrokerKind::Nats && svc.presence {
-                return Err(format!(
-                    "services.{name}: presence needs broker = \"redis\" or \"memory\" (not available on NATS yet)"
-                ));
-            }
             if svc.history_size > MAX_HISTORY_SIZE {
                 return Err(format!(
                     "services.{name}.history_size: at most {MAX_HISTORY_SIZE}"
@@ -1043,11 +1038,10 @@ mod tests {
     }
 
     #[test]
-    fn nats_keeps_history_but_not_presence() {
+    fn nats_keeps_history_and_presence() {
         let nats = "broker = \"nats\"\n[services.a]\n";
         assert!(Config::parse(&format!("{nats}history_size = 10\n")).is_ok());
-        let e = Config::parse(&format!("{nats}presence = true\n")).unwrap_err();
-        assert!(e.starts_with("services.a: presence"), "{e}");
+        assert!(Config::parse(&format!("{nats}presence = true\n")).is_ok());
     }
 
     #[test]

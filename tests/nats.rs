@@ -1,7 +1,9 @@
 //! Issue 16, the NATS broker: two socketshark nodes on one `nats-server` (started by the test);
 //! every message reaches every subscribed client on every node exactly once, whether published
 //! through a node's API or straight to NATS; after the NATS server is restarted the clients, still
-//! connected, receive again.
+//! connected, receive again. With `nats-server -js`: history (recovery on another node,
+//! concurrent publishes from two nodes, the window, the `history` command, a NATS restart, a
+//! deleted stream) and presence (join/leave, a dead node's members expire).
 
 mod common;
 use common::*;
@@ -621,4 +623,115 @@ async fn without_jetstream_history_fails_quickly_and_other_services_work() {
     publish(port, "chat.room", json!(1)).await;
     assert_eq!(c.recv().await["data"], 1);
     node.stop(secs(10.0)).await;
+}
+
+// Presence on JetStream key-value buckets: tests/presence.rs's scenario on NATS.
+
+fn clients_of(members: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = members
+        .as_array()
+        .unwrap_or_else(|| panic!("members: {members}"))
+        .iter()
+        .map(|m| m["client"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn members(c: &mut Client, name: &str) -> Value {
+    let r = c
+        .request(&json!({"event": "presence", "subscription": name}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    r["members"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_presence_across_two_nodes_with_join_leave_and_expiry() {
+    let store = TempDir::new("nats-js");
+    let nats = Nats::start_js(free_port(), &store);
+    nats.wait_ready().await;
+    let mut cfg = history_config(nats.port, 10);
+    cfg.set(
+        "services.room",
+        json!({"require_authentication": false, "presence": true, "join_leave": true,
+               "presence_ttl": 2}),
+    );
+    let node_a = Server::start_config(&cfg).await;
+    let node_b = Server::start_config(&cfg).await;
+    let mut a = Client::connect(&node_a.ws_url()).await;
+    // Nobody yet (no bucket yet either).
+    subscribe_ok(&mut a, "chat.x").await;
+    let r = a
+        .request(&json!({"event": "presence", "subscription": "chat.x"}))
+        .await;
+    assert_eq!(r["status"], "error", "presence off for chat: {r}");
+    subscribe_ok(&mut a, "room.r1").await;
+    let join_a = a.recv().await;
+    assert_eq!(join_a["event"], "join", "{join_a}");
+    let id_a = join_a["info"]["client"].as_str().unwrap().to_owned();
+
+    let mut b = Client::connect(&node_b.ws_url()).await;
+    subscribe_ok(&mut b, "room.r1").await;
+    let join_b = a.recv().await;
+    assert_eq!(join_b["event"], "join", "{join_b}");
+    let id_b = join_b["info"]["client"].as_str().unwrap().to_owned();
+    assert_eq!(b.recv().await["event"], "join", "B sees its own join");
+    let mut both = vec![id_a.clone(), id_b.clone()];
+    both.sort();
+    assert_eq!(clients_of(&members(&mut a, "room.r1").await), both);
+    assert_eq!(clients_of(&members(&mut b, "room.r1").await), both);
+    // Another channel of the service (a longer name sharing the prefix) is not mixed in.
+    subscribe_ok(&mut b, "room.r1.sub").await;
+    assert_eq!(b.recv().await["event"], "join");
+    assert_eq!(clients_of(&members(&mut a, "room.r1").await), both);
+    assert_eq!(
+        members(&mut b, "room.r1.sub")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let r = b
+        .request(&json!({"event": "unsubscribe", "subscription": "room.r1"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let leave = a.recv().await;
+    assert_eq!(leave["event"], "leave", "{leave}");
+    assert_eq!(leave["info"]["client"], id_b.as_str());
+    assert_eq!(
+        clients_of(&members(&mut a, "room.r1").await),
+        vec![id_a.clone()]
+    );
+
+    // A node that dies does not say goodbye: its members expire (presence_ttl 2 s).
+    subscribe_ok(&mut b, "room.r1").await;
+    assert_eq!(a.recv().await["event"], "join");
+    assert_eq!(
+        members(&mut a, "room.r1").await.as_array().unwrap().len(),
+        2
+    );
+    node_b.kill();
+    let t0 = std::time::Instant::now();
+    loop {
+        let m = members(&mut a, "room.r1").await;
+        if clients_of(&m) == vec![id_a.clone()] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < secs(6.0),
+            "the dead node's member is still there: {m}"
+        );
+        sleep_ms(200).await;
+    }
+    eprintln!(
+        "dead node's member gone from the bucket after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // A's own entry is refreshed and stays.
+    sleep_ms(2500).await;
+    assert_eq!(clients_of(&members(&mut a, "room.r1").await), vec![id_a]);
+    node_a.stop(secs(10.0)).await;
 }

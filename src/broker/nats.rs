@@ -51,7 +51,16 @@
 //!   (memory storage, no acks, deleted afterwards), reading from the subject's first message
 //!   (at most `history_size` of them) up to the last one read before.
 //!
-//! Presence is not available on NATS yet.
+//! ## Presence on JetStream
+//!
+//! A service with `presence = true` keeps its members in a key-value bucket per service,
+//! `socketshark-presence-<prefix+service>` (bytes outside `A-Z a-z 0-9 -` written `_XX`), in
+//! memory, `max_age` = `presence_ttl` (so a member not refreshed expires, as with Redis). Key:
+//! the channel and the member id, each one token (bytes outside `A-Z a-z 0-9 - _ /` written
+//! `=XX`): `<channel>.<member>`. Members are read with an ephemeral consumer filtered on
+//! `<channel>.*`, last value per key, deleted keys left out. The bucket's stream (`KV_<bucket>`)
+//! is created here, not with async-nats's `create_key_value`, whose reply parsing fails on
+//! nats-server 2.9.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,10 +74,12 @@ use crate::config::NatsConfig;
 use crate::metrics::Metrics;
 
 mod history;
+mod presence;
 
 pub struct NatsBroker {
     client: async_nats::Client,
     history: Arc<history::JetStreamHistory>,
+    presence: Arc<presence::JetStreamPresence>,
     subject_prefix: String,
     tx: mpsc::UnboundedSender<Incoming>,
     subs: Arc<Mutex<Subjects>>,
@@ -128,6 +139,10 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> Result<Connecte
     Ok(Connected {
         broker: Arc::new(NatsBroker {
             history: Arc::new(history::JetStreamHistory::new(
+                client.clone(),
+                &cfg.subject_prefix,
+            )),
+            presence: Arc::new(presence::JetStreamPresence::new(
                 client.clone(),
                 &cfg.subject_prefix,
             )),
@@ -231,6 +246,27 @@ impl Broker for NatsBroker {
         Box::pin(async move { history.history(&channel, since, ttl).await })
     }
 
+    fn presence_add(
+        &self,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        let (presence, channel) = (self.presence.clone(), channel.to_owned());
+        Box::pin(async move { presence.add(&channel, members, ttl).await })
+    }
+
+    fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
+        let (presence, channel, member) =
+            (self.presence.clone(), channel.to_owned(), member.to_owned());
+        Box::pin(async move { presence.remove(&channel, &member).await })
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        let (presence, channel) = (self.presence.clone(), channel.to_owned());
+        Box::pin(async move { presence.members(&channel).await })
+    }
+
     fn ping(&self) -> BoxFuture<Result<(), String>> {
         let client = self.client.clone();
         Box::pin(async move { client.flush().await.map_err(|e| e.to_string()) })
@@ -253,6 +289,16 @@ mod tests {
             history::stream_name("app.", "a b"),
             "socketshark-history-app%2Ea%20b"
         );
+    }
+
+    #[test]
+    fn presence_buckets_and_keys_keep_one_token_per_channel_and_member() {
+        assert_eq!(
+            presence::bucket_name("app.", "a_b"),
+            "socketshark-presence-app_2Ea_5Fb"
+        );
+        assert_eq!(presence::key("room.r1", "N-1"), "room=2Er1.N-1");
+        assert_eq!(presence::key("room.a b", "x.y"), "room=2Ea=20b.x=2Ey");
     }
 
     #[test]

@@ -939,11 +939,6 @@ impl Config {
             if svc.join_leave && !svc.presence {
                 return Err(format!("services.{name}.join_leave: needs presence = true"));
             }
-            if self.broker == BrokerKind::Nats && (svc.history_size > 0 || svc.presence) {
-                return Err(format!(
-                    "services.{name}: history_size and presence need broker = \"redis\" or \"memory\" (not available on NATS yet)"
-                ));
-            }
             if svc.history_size > MAX_HISTORY_SIZE {
                 return Err(format!(
                     "services.{name}.history_size: at most {MAX_HISTORY_SIZE}"
@@ -1061,6 +1056,13 @@ mod tests {
         assert_eq!(e.broker, BrokerKind::Memory);
         assert!(!e.services["demo"].require_authentication);
         assert!(e.warnings().is_empty());
+    }
+
+    #[test]
+    fn nats_keeps_history_and_presence() {
+        let nats = "broker = \"nats\"\n[services.a]\n";
+        assert!(Config::parse(&format!("{nats}history_size = 10\n")).is_ok());
+        assert!(Config::parse(&format!("{nats}presence = true\n")).is_ok());
     }
 
     #[test]

@@ -9,7 +9,58 @@
 //! The connection is async-nats's: it reconnects by itself and subscribes its subjects again,
 //! so sessions stay open through a NATS restart (messages published meanwhile are lost, as with
 //! core NATS everywhere); `socketshark_broker_connected{broker="nats"}` follows its events.
-//! History and presence are not available on NATS yet (JetStream is the way; not done).
+//!
+//! ## History on JetStream
+//!
+//! A service with `history_size > 0` keeps its channels' history in a JetStream stream
+//! (`nats-server -js`), one stream per service: `socketshark-history-<prefix+service>` (the
+//! subject prefix and service name escaped as in subjects, `.` written `%2E`), capturing
+//! `socketshark-history.<live subject>`. A message published with history is *stored* there,
+//! never published to its live subject directly; the stream republishes each message it stored
+//! (JetStream `republish`) to the live subject, so ordinary core subscribers (every node) get it
+//! once stored, in stream order, and a refused store reaches nobody. A service publishing to the
+//! live subject itself is delivered as before, without history.
+//!
+//! - **Offsets** are consecutive per channel and assigned by optimistic concurrency: the node
+//!   reads the subject's last stored message (its offset and epoch are in the headers
+//!   `Socketshark-Offset` / `Socketshark-Epoch`) and stores offset + 1 with
+//!   `Nats-Expected-Last-Subject-Sequence` = that message's stream sequence. If another node
+//!   stored one meanwhile, JetStream refuses it (wrong last sequence) and the node reads again
+//!   and retries; two nodes can never store the same offset. The last message of a channel is
+//!   remembered per node, so a node publishing alone needs no read (a stale guess is refused
+//!   like a conflict).
+//! - **Epoch**: a random string chosen by whoever stores a channel's first message while the
+//!   subject holds nothing (never used, expired, purged, stream deleted or JetStream's store
+//!   lost), so a lost history always means a new epoch and clients get `recovered: false`. A
+//!   history read of an empty channel stores an *epoch marker* (empty body, offset 0, same
+//!   expected-sequence rule) so the position told to a subscriber stays valid; markers reach the
+//!   live subject too and are dropped by every node (an empty payload is never a message).
+//! - **Size**: the stream's `max_msgs_per_subject` is the service's `history_size`, so each
+//!   channel keeps its last `history_size` messages. Created by a history read before any
+//!   publish, the stream has no per-subject limit until the first publish sets it; a node whose
+//!   `history_size` or `history_ttl` differs from the stream's updates it (after a reload or a
+//!   rolling change, the last node to publish wins).
+//! - **TTL**: the stream's `max_age` = `history_ttl`. Unlike Redis (the whole history expires
+//!   `ttl` after the last message), each message expires `ttl` after it was stored; a client
+//!   whose oldest missed message expired gets `recovered: false`.
+//! - **Creation** is create-or-get: a node looks the stream up, creates it if missing, and uses
+//!   the existing one if another node created it first; it never deletes or resets a stream. A
+//!   stream found gone is opened (created) again once per operation.
+//! - **Reading**: the last message by subject (`STREAM.MSG.GET`, answered by the stream leader);
+//!   the messages after an offset come from an ephemeral pull consumer filtered on the subject
+//!   (memory storage, no acks, deleted afterwards), reading from the subject's first message
+//!   (at most `history_size` of them) up to the last one read before.
+//!
+//! ## Presence on JetStream
+//!
+//! A service with `presence = true` keeps its members in a key-value bucket per service,
+//! `socketshark-presence-<prefix+service>` (bytes outside `A-Z a-z 0-9 -` written `_XX`), in
+//! memory, `max_age` = `presence_ttl` (so a member not refreshed expires, as with Redis). Key:
+//! the channel and the member id, each one token (bytes outside `A-Z a-z 0-9 - _ /` written
+//! `=XX`): `<channel>.<member>`. Members are read with an ephemeral consumer filtered on
+//! `<channel>.*`, last value per key, deleted keys left out. The bucket's stream (`KV_<bucket>`)
+//! is created here, not with async-nats's `create_key_value`, whose reply parsing fails on
+//! nats-server 2.9.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,12 +69,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{BoxFuture, Broker, Connected, Incoming};
+use super::{BoxFuture, Broker, Connected, History, Incoming};
 use crate::config::NatsConfig;
 use crate::metrics::Metrics;
 
+mod history;
+mod presence;
+
 pub struct NatsBroker {
     client: async_nats::Client,
+    history: Arc<history::JetStreamHistory>,
+    presence: Arc<presence::JetStreamPresence>,
     subject_prefix: String,
     tx: mpsc::UnboundedSender<Incoming>,
     subs: Arc<Mutex<Subjects>>,
@@ -82,6 +138,14 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> Result<Connecte
     let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
     Ok(Connected {
         broker: Arc::new(NatsBroker {
+            history: Arc::new(history::JetStreamHistory::new(
+                client.clone(),
+                &cfg.subject_prefix,
+            )),
+            presence: Arc::new(presence::JetStreamPresence::new(
+                client.clone(),
+                &cfg.subject_prefix,
+            )),
             client,
             subject_prefix: cfg.subject_prefix.clone(),
             tx,
@@ -119,6 +183,10 @@ impl Broker for NatsBroker {
                 .map_err(|e| format!("nats subscribe {subject}: {e}"))?;
             let forward = tokio::spawn(async move {
                 while let Some(m) = subscriber.next().await {
+                    if m.payload.is_empty() {
+                        // A history's epoch marker, republished by its stream.
+                        continue;
+                    }
                     let _ = tx.send(Incoming {
                         channel: channel.clone(),
                         payload: m.payload.to_vec(),
@@ -157,6 +225,48 @@ impl Broker for NatsBroker {
         })
     }
 
+    fn publish_with_history(
+        &self,
+        channel: &str,
+        payload: Vec<u8>,
+        size: usize,
+        ttl: Duration,
+    ) -> BoxFuture<Result<u64, String>> {
+        let (history, channel) = (self.history.clone(), channel.to_owned());
+        Box::pin(async move { history.publish(&channel, payload, size, ttl).await })
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<History, String>> {
+        let (history, channel) = (self.history.clone(), channel.to_owned());
+        Box::pin(async move { history.history(&channel, since, ttl).await })
+    }
+
+    fn presence_add(
+        &self,
+        channel: &str,
+        members: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), String>> {
+        let (presence, channel) = (self.presence.clone(), channel.to_owned());
+        Box::pin(async move { presence.add(&channel, members, ttl).await })
+    }
+
+    fn presence_remove(&self, channel: &str, member: &str) -> BoxFuture<Result<(), String>> {
+        let (presence, channel, member) =
+            (self.presence.clone(), channel.to_owned(), member.to_owned());
+        Box::pin(async move { presence.remove(&channel, &member).await })
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<Result<Vec<Vec<u8>>, String>> {
+        let (presence, channel) = (self.presence.clone(), channel.to_owned());
+        Box::pin(async move { presence.members(&channel).await })
+    }
+
     fn ping(&self) -> BoxFuture<Result<(), String>> {
         let client = self.client.clone();
         Box::pin(async move { client.flush().await.map_err(|e| e.to_string()) })
@@ -171,6 +281,25 @@ impl Broker for NatsBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_streams_are_named_after_the_escaped_prefix_and_service() {
+        assert_eq!(history::stream_name("", "chat"), "socketshark-history-chat");
+        assert_eq!(
+            history::stream_name("app.", "a b"),
+            "socketshark-history-app%2Ea%20b"
+        );
+    }
+
+    #[test]
+    fn presence_buckets_and_keys_keep_one_token_per_channel_and_member() {
+        assert_eq!(
+            presence::bucket_name("app.", "a_b"),
+            "socketshark-presence-app_2Ea_5Fb"
+        );
+        assert_eq!(presence::key("room.r1", "N-1"), "room=2Er1.N-1");
+        assert_eq!(presence::key("room.a b", "x.y"), "room=2Ea=20b.x=2Ey");
+    }
 
     #[test]
     fn subjects_keep_dots_and_escape_the_rest() {

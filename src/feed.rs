@@ -6,7 +6,12 @@
 //! - `reconnect`: the sessions stay open. The lost connection is dropped, a new one is opened
 //!   with capped exponential backoff and jitter, every channel the hub holds is subscribed
 //!   again in pipelined batches, and only then do subscriptions waiting for the broker resolve
-//!   and the feed goes on. Messages published meanwhile are not delivered (no history).
+//!   and the feed goes on. Messages published meanwhile are delivered from history where the
+//!   channel keeps one ([`catch_up`]), else lost.
+//!
+//! A broker that reconnects by itself (NATS: its message stream goes on across an outage)
+//! reports its [`Link`]: the receive loop holds messages while it is down and catches up from
+//! history once it is back.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,10 +20,11 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::stream::{BoxStream, StreamExt};
 use rand::Rng;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::broker::{Broker, Incoming};
+use crate::broker::{Broker, Incoming, Link};
 use crate::publish::Position;
 
 /// How a broker connection was lost.
@@ -46,7 +52,7 @@ pub async fn run(
 ) -> Loss {
     loop {
         let loss = tokio::select! {
-            () = receive(app.clone(), index, messages) => Loss::Closed,
+            () = receive(app.clone(), index, messages, b.link()) => Loss::Closed,
             () = unanswered_ping(b.clone()) => Loss::PingTimeout,
         };
         let label = b.label();
@@ -203,10 +209,28 @@ const YIELD_BYTES: usize = 64 * 1024;
 /// Hands each broker message to the hub, in order, until the stream ends. `queue_size` is the
 /// number of messages already received from the broker and still waiting behind the current
 /// one (R-PUB-9).
-async fn receive(app: Arc<App>, index: usize, mut messages: BoxStream<'static, Incoming>) {
+///
+/// With a broker that reconnects by itself (`link`, NATS), messages received while it is down
+/// are held, and once it is back the gap is read from history ([`catch_up`]) before they go
+/// on: they may have been published after messages this node missed (the hub then drops the
+/// copies it already delivered from history).
+async fn receive(
+    app: Arc<App>,
+    index: usize,
+    mut messages: BoxStream<'static, Incoming>,
+    mut link: Option<watch::Receiver<Link>>,
+) {
+    let mut seen = link.as_ref().map_or(0, |l| l.borrow().reconnections);
     let mut batch: VecDeque<Incoming> = VecDeque::new();
     loop {
-        let Some(first) = messages.next().await else {
+        let first = tokio::select! {
+            m = messages.next() => m,
+            () = reconnected(&mut link, seen) => {
+                seen = link_back(&app, index, &mut link).await;
+                continue;
+            }
+        };
+        let Some(first) = first else {
             return;
         };
         batch.push_back(first);
@@ -220,6 +244,12 @@ async fn receive(app: Arc<App>, index: usize, mut messages: BoxStream<'static, I
                 }
                 None => break,
             }
+        }
+        if link
+            .as_ref()
+            .is_some_and(|l| !l.borrow().up || l.borrow().reconnections > seen)
+        {
+            seen = link_back(&app, index, &mut link).await;
         }
         let (mut messages_since_yield, mut bytes_since_yield) = (0, 0);
         while let Some(m) = batch.pop_front() {
@@ -239,6 +269,36 @@ async fn receive(app: Arc<App>, index: usize, mut messages: BoxStream<'static, I
         }
         tokio::task::yield_now().await;
     }
+}
+
+/// Resolves when the broker connected again after `seen` reconnections (never without a link).
+async fn reconnected(link: &mut Option<watch::Receiver<Link>>, seen: u64) {
+    match link {
+        Some(l) => {
+            if l.wait_for(|k| k.up && k.reconnections > seen)
+                .await
+                .is_err()
+            {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until the broker is connected, then recovers from history what was published while
+/// it was not; returns the reconnections seen.
+async fn link_back(app: &App, index: usize, link: &mut Option<watch::Receiver<Link>>) -> u64 {
+    let Some(l) = link else {
+        return 0;
+    };
+    let Ok(now) = l.wait_for(|k| k.up).await.map(|k| *k) else {
+        return 0;
+    };
+    if index == 0 {
+        catch_up(app, index).await;
+    }
+    now.reconnections
 }
 
 /// Pings the broker every `ping_interval`; returns when a ping is not answered within

@@ -735,3 +735,99 @@ async fn jetstream_presence_across_two_nodes_with_join_leave_and_expiry() {
     assert_eq!(clients_of(&members(&mut a, "room.r1").await), vec![id_a]);
     node_a.stop(secs(10.0)).await;
 }
+
+/// A TCP proxy to a port: `sever` drops every connection through it and refuses new ones
+/// until `resume` (one node's link to NATS breaks while the others' stay).
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(to: u16) -> Proxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !o.load(SeqCst) {
+                    continue; // dropped: refused
+                }
+                let task = tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { port, open, conns }
+    }
+
+    fn sever(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn resume(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Node B's link to NATS breaks while node A publishes with history: once B is connected again
+/// it reads the gap from JetStream, and its client, which stayed connected, gets every missed
+/// message in order, once, before the live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_gap_of_a_node_outage_is_recovered_by_the_node() {
+    let store = TempDir::new("nats-js");
+    let nats = Nats::start_js(free_port(), &store);
+    nats.wait_ready().await;
+    let proxy = Proxy::start(nats.port).await;
+    let a = Server::start_config(&history_config(nats.port, 1000)).await;
+    let b = Server::start_config(&history_config(proxy.port, 1000)).await;
+    let port_a = api_port(&a).await;
+    let mut c = Client::connect(&b.ws_url()).await;
+    let r = subscribe(&mut c, "hist.room", None).await;
+    assert_eq!(r["offset"], 0, "{r}");
+    for i in 1..=3u64 {
+        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
+    }
+    assert_eq!(offsets(&mut c, 3).await.last().unwrap().0, 3);
+
+    proxy.sever();
+    b.wait_log(
+        |l| is_event(l, "nats disconnected: reconnecting"),
+        secs(10.0),
+    )
+    .await;
+    for i in 4..=20u64 {
+        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
+    }
+    proxy.resume();
+    b.wait_log(|l| is_event(l, "history gap recovery"), secs(20.0))
+        .await;
+    for i in 21..=25u64 {
+        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
+    }
+    let got = offsets(&mut c, 22).await;
+    let want: Vec<(u64, Value)> = (4..=25u64).map(|i| (i, json!(i))).collect();
+    assert_eq!(
+        got, want,
+        "the gap from history, then the live ones, once each"
+    );
+    c.expect_silence(ms(300)).await;
+    assert!(!c.is_closed());
+    a.stop(secs(10.0)).await;
+    b.stop(secs(10.0)).await;
+}

@@ -131,6 +131,13 @@ pub trait Broker: Send + Sync + 'static {
     /// `(interval, timeout)` of liveness pings, or `None` when disabled.
     fn ping_settings(&self) -> Option<(Duration, Duration)>;
 
+    /// For a broker that reconnects by itself (its message stream goes on across an outage):
+    /// its connection state. The feed holds messages while it is down and, once it is back,
+    /// recovers from history what was published meanwhile before going on.
+    fn link(&self) -> Option<tokio::sync::watch::Receiver<Link>> {
+        None
+    }
+
     /// Whether a failed PING means the connection is lost. By default it does not: the
     /// message stream ends with the connection and reports the loss.
     fn ping_error_is_loss(&self) -> bool {
@@ -167,6 +174,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Every held channel is subscribed again: subscriptions waiting for the broker to return
     /// resolve.
     fn recovered(&self) {}
+}
+
+/// The state of a broker that reconnects by itself (NATS): whether it is connected, and how many
+/// times it connected again after losing its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    pub up: bool,
+    pub reconnections: u64,
 }
 
 /// A connected broker and the stream of its messages. The stream ends when the connection is

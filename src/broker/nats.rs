@@ -7,8 +7,10 @@
 //! service publishes a message to that subject with the same JSON as on Redis.
 //!
 //! The connection is async-nats's: it reconnects by itself and subscribes its subjects again,
-//! so sessions stay open through a NATS restart (messages published meanwhile are lost, as with
-//! core NATS everywhere); `socketshark_broker_connected{broker="nats"}` follows its events.
+//! so sessions stay open through a NATS restart; `socketshark_broker_connected{broker="nats"}`
+//! and [`Broker::link`] follow its events. Messages published meanwhile are lost, as with core
+//! NATS everywhere, except on channels with history: the feed holds what arrives while the link
+//! is down and, once it is up, reads the gap from JetStream (`crate::feed`).
 //!
 //! ## History on JetStream
 //!
@@ -67,9 +69,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::{BoxFuture, Broker, Connected, History, Incoming};
+use super::{BoxFuture, Broker, Connected, History, Incoming, Link};
 use crate::config::NatsConfig;
 use crate::metrics::Metrics;
 
@@ -84,6 +86,8 @@ pub struct NatsBroker {
     tx: mpsc::UnboundedSender<Incoming>,
     subs: Arc<Mutex<Subjects>>,
     next_gen: std::sync::atomic::AtomicU64,
+    /// Connected or not, and reconnections: driven by async-nats's events.
+    link: watch::Sender<Link>,
 }
 
 /// subject -> the subscription's generation and its forwarding task, once subscribed.
@@ -106,20 +110,29 @@ pub fn subject(prefix: &str, channel: &str) -> String {
 /// Connects (within 10 s).
 pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> Result<Connected, String> {
     let events = metrics.clone();
+    let link = watch::Sender::new(Link::default());
+    let link_events = link.clone();
     let options = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(10))
         .retry_on_initial_connect()
         .event_callback(move |event| {
-            let metrics = events.clone();
+            let (metrics, link) = (events.clone(), link_events.clone());
             async move {
                 match event {
                     async_nats::Event::Connected => {
                         tracing::warn!(broker = "nats", "nats connected");
                         metrics.set_broker_connected("nats", true);
+                        link.send_modify(|l| {
+                            if !l.up {
+                                l.up = true;
+                                l.reconnections += 1;
+                            }
+                        });
                     }
                     async_nats::Event::Disconnected => {
                         tracing::warn!(broker = "nats", "nats disconnected: reconnecting");
                         metrics.set_broker_connected("nats", false);
+                        link.send_modify(|l| l.up = false);
                     }
                     other => tracing::info!(broker = "nats", event = %other, "nats event"),
                 }
@@ -151,6 +164,7 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> Result<Connecte
             tx,
             subs: Arc::default(),
             next_gen: Default::default(),
+            link,
         }),
         messages,
     })
@@ -275,6 +289,10 @@ impl Broker for NatsBroker {
     /// async-nats pings the server itself and reconnects on its own (module documentation).
     fn ping_settings(&self) -> Option<(Duration, Duration)> {
         None
+    }
+
+    fn link(&self) -> Option<watch::Receiver<Link>> {
+        Some(self.link.subscribe())
     }
 }
 

@@ -422,16 +422,7 @@ impl Broker for ClusterBroker {
     }
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
-        let (mut conn, channel) = (self.conn.clone(), channel.to_owned());
-        Box::pin(async move {
-            redis::cmd("SPUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        Scripts::publish(self.conn.clone(), "SPUBLISH", channel, payload)
     }
 
     fn publish_with_history(

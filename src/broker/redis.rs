@@ -275,20 +275,11 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
-        let mut conn = match self.commands() {
+        let conn = match self.commands() {
             Ok(c) => c,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let channel = channel.to_owned();
-        Box::pin(async move {
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        Scripts::publish(conn, "PUBLISH", channel, payload)
     }
 
     fn publish_with_history(
@@ -417,6 +408,25 @@ impl Scripts {
             presence_add: Arc::new(redis::Script::new(PRESENCE_ADD_SCRIPT)),
             presence_read: Arc::new(redis::Script::new(PRESENCE_READ_SCRIPT)),
         }
+    }
+
+    /// See [`Broker::publish`]: `command` is `PUBLISH`, or `SPUBLISH` on a cluster.
+    pub(super) fn publish<C: ConnectionLike + Send + 'static>(
+        mut conn: C,
+        command: &'static str,
+        channel: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<Result<(), String>> {
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            redis::cmd(command)
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// See [`Broker::publish_with_history`]; `command` publishes: `PUBLISH`, or `SPUBLISH` on

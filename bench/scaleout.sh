@@ -369,18 +369,25 @@ for b in brokers:
         if sv is None or xv is None:
             odd.append(f"{names[b]}, round {r}: no result (see the load tool's log)")
             continue
-        for label, v in (("fixed step", xv),):
-            if v.get("lost") or v.get("duplicates") or v.get("wrong_topic") or v.get("step_errors"):
-                odd.append(f"{names[b]}, round {r}, {label} at {fmt(v.get('rate'))} msgs/s: "
-                           f"lost {v.get('lost')}, duplicates {v.get('duplicates')}, "
-                           f"wrong topic {v.get('wrong_topic')}, errors {v.get('step_errors')}: "
-                           f"{json.dumps(v.get('errors'))[:300]}")
+        # A client counts a message older than the last it got (same topic) as a duplicate,
+        # and it is then missing from `delivered`: lost == duplicates with delivered +
+        # duplicates == expected means every message arrived, some out of order.
+        def trouble(label, v, always):
+            lost, dups = v.get("lost") or 0, v.get("duplicates") or 0
+            if not (dups or v.get("wrong_topic") or v.get("step_errors") or (always and lost)):
+                return
+            what = f"lost {lost}, duplicates {dups}"
+            if dups and lost == dups and v.get("delivered", 0) + dups == v.get("expected"):
+                what = (f"{dups} of {v.get('expected')} deliveries arrived out of order (after a "
+                        f"later message of their topic; counted as duplicates and as lost)")
+            odd.append(f"{names[b]}, round {r}, {label} at {fmt(v.get('rate'))} msgs/s: {what}; "
+                       f"wrong topic {v.get('wrong_topic')}, errors {v.get('step_errors')}, "
+                       f"p99 {v.get('latency', {}).get('p99_ms')} ms")
+        trouble("fixed step", xv, True)
         if sv.get("search_aborted"):
             odd.append(f"{names[b]}, round {r}: search aborted: {sv['search_aborted']}")
         for st in sv.get("steps", []):
-            if st.get("duplicates") or st.get("wrong_topic"):
-                odd.append(f"{names[b]}, round {r}, search step {fmt(st.get('rate'))} msgs/s: "
-                           f"duplicates {st.get('duplicates')}, wrong topic {st.get('wrong_topic')}")
+            trouble("search step", st, False)
         for v in (sv, xv):
             if v.get("connected") != v.get("clients"):
                 odd.append(f"{names[b]}, round {r}: {v.get('connected')} of {v.get('clients')} "
@@ -461,7 +468,13 @@ for l in open(f"{work}/commands"):
 out += [l.rstrip() for l in seen[: 2 * len(brokers)]]
 out.append("```")
 text = "\n".join(out) + "\n"
-with open(E["OUT"], "a") as f:
+with open(E["OUT"], "a+") as f:
+    # Start on a new line after a previous section without a final newline.
+    f.seek(0, 2)
+    if f.tell() > 0:
+        f.seek(f.tell() - 1)
+        if f.read(1) != "\n":
+            f.write("\n")
     f.write(text)
 print(text)
 PY

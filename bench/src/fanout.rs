@@ -292,21 +292,47 @@ impl Sink {
                     Err(e) => vec![Err(format!("PUBLISH failed: {e}")); n],
                 }
             }
-            // A cluster pipeline must stay within one slot: one command each, all in flight at
-            // once on the multiplexed connection.
+            // A cluster pipeline must stay within one slot: one command each. Different
+            // channels are in flight at once; one channel's messages go one after the other
+            // (redis-rs's cluster connection may reorder concurrent requests, and a topic can
+            // appear several times in a batch that caught up after a stall).
             Sink::Cluster(conn) => {
-                let sends = batch.into_iter().map(|(channel, payload)| {
+                let mut per_channel: Vec<(String, Vec<(usize, String)>)> = Vec::new();
+                let mut index: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
+                for (i, (channel, payload)) in batch.into_iter().enumerate() {
+                    let slot = *index.entry(channel.clone()).or_insert_with(|| {
+                        per_channel.push((channel, Vec::new()));
+                        per_channel.len() - 1
+                    });
+                    per_channel[slot].1.push((i, payload));
+                }
+                let sends = per_channel.into_iter().map(|(channel, payloads)| {
                     let mut conn = conn.clone();
-                    let mut cmd = redis::cmd("SPUBLISH");
-                    cmd.arg(channel).arg(payload);
                     async move {
-                        cmd.query_async::<i64>(&mut conn)
-                            .await
-                            .map(Some)
-                            .map_err(|e| format!("SPUBLISH failed: {e}"))
+                        let mut out = Vec::with_capacity(payloads.len());
+                        for (i, payload) in payloads {
+                            let r = redis::cmd("SPUBLISH")
+                                .arg(&channel)
+                                .arg(payload)
+                                .query_async::<i64>(&mut conn)
+                                .await
+                                .map(Some)
+                                .map_err(|e| format!("SPUBLISH failed: {e}"));
+                            out.push((i, r));
+                        }
+                        out
                     }
                 });
-                futures_util::future::join_all(sends).await
+                let mut results: Vec<Option<Result<Option<i64>, String>>> = vec![None; n];
+                for (i, r) in futures_util::future::join_all(sends)
+                    .await
+                    .into_iter()
+                    .flatten()
+                {
+                    results[i] = Some(r);
+                }
+                results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
             }
             Sink::Nats(client) => {
                 let mut out = Vec::with_capacity(n);

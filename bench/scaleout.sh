@@ -435,8 +435,8 @@ out.append(f"- Load: {clients:,} clients over {topics:,} topics ({per} per topic
            f"message is delivered once by each node. Search: the highest publish rate whose "
            f"{E['STEP']} s step (doubling from {int(E['SEARCH_START']):,} msgs/s, then bisecting) has p99 < {E['P99_LIMIT']} ms, no loss, no error; then a fixed "
            f"step of {fixed}. Publishers: pipelined PUBLISH; SPUBLISH through the redis crate's "
-           f"cluster connection (one command per message, all in flight, each routed to its "
-           f"slot's master); NATS publish + one flush per 1 ms tick. Every message is checked: "
+           f"cluster connection (one command per message, each routed to its slot's master; "
+           f"different channels in flight at once, one channel's messages one after the other); NATS publish + one flush per 1 ms tick. Every message is checked: "
            f"PUBLISH/SPUBLISH must report 2 receivers (both nodes); NATS does not report.")
 if E.get("NOTE"):
     out.append(f"- Note: {E['NOTE']}")

@@ -62,11 +62,12 @@ pub trait Member: Send + Sync {
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 
 /// A channel's members, copy-on-write: a fan-out clones this (one reference count) under the
-/// lock and iterates it without. One member is held inline (most channels have one).
+/// lock and iterates it without. One member is held inline (most channels have one); several
+/// behind a thin pointer, so that the enum is 16 bytes (the tag in the niche of `One`).
 #[derive(Clone)]
 enum Members {
     One(Arc<dyn Member>),
-    Many(Arc<[Arc<dyn Member>]>),
+    Many(Arc<Box<[Arc<dyn Member>]>>),
 }
 
 impl Members {
@@ -83,8 +84,8 @@ impl Members {
 
     /// The list with `member` added.
     fn with(&self, member: Arc<dyn Member>) -> Members {
-        let ms: Vec<_> = self.as_slice().iter().cloned().chain([member]).collect();
-        Members::Many(ms.into())
+        let ms: Box<[_]> = self.as_slice().iter().cloned().chain([member]).collect();
+        Members::Many(Arc::new(ms))
     }
 
     /// The list without `member_id`; `None` when none is left.
@@ -98,7 +99,7 @@ impl Members {
         match ms.len() {
             0 => None,
             1 => ms.pop().map(Members::One),
-            _ => Some(Members::Many(ms.into())),
+            _ => Some(Members::Many(Arc::new(ms.into_boxed_slice()))),
         }
     }
 }

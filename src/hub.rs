@@ -61,11 +61,67 @@ pub trait Member: Send + Sync {
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 
-/// A channel's members, copy-on-write.
-type Members = Arc<[Arc<dyn Member>]>;
+/// A channel's members, copy-on-write: a fan-out clones this (one reference count) under the
+/// lock and iterates it without. One member is held inline (most channels have one); several
+/// behind a thin pointer, so that the enum is 16 bytes (the tag in the niche of `One`).
+#[derive(Clone)]
+enum Members {
+    One(Arc<dyn Member>),
+    Many(Arc<Box<[Arc<dyn Member>]>>),
+}
 
-struct Channel {
+impl Members {
+    fn as_slice(&self) -> &[Arc<dyn Member>] {
+        match self {
+            Members::One(m) => std::slice::from_ref(m),
+            Members::Many(ms) => ms,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// The list with `member` added.
+    fn with(&self, member: Arc<dyn Member>) -> Members {
+        let ms: Box<[_]> = self.as_slice().iter().cloned().chain([member]).collect();
+        Members::Many(Arc::new(ms))
+    }
+
+    /// The list without `member_id`; `None` when none is left.
+    fn without(&self, member_id: u64) -> Option<Members> {
+        let mut ms: Vec<_> = self
+            .as_slice()
+            .iter()
+            .filter(|m| m.id() != member_id)
+            .cloned()
+            .collect();
+        match ms.len() {
+            0 => None,
+            1 => ms.pop().map(Members::One),
+            _ => Some(Members::Many(Arc::new(ms.into_boxed_slice()))),
+        }
+    }
+}
+
+/// A channel held by local sessions: one allocation per channel, shared by the hub's table
+/// and by every session's subscription to it (which keys its subscription map with it, so the
+/// name is stored once).
+pub struct Channel {
+    name: Name,
+    /// Changed and read under the hub's lock only (never contended; a `Mutex` for the
+    /// interior mutability of a shared allocation).
+    state: Mutex<ChannelState>,
+}
+
+struct ChannelState {
     members: Members,
+    /// What most channels do not have (boxed: 8 bytes instead of 24).
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Default)]
+struct Rare {
     /// Resolves when the channel is subscribed on every broker; `None` once that is known
     /// (no shared future is kept per channel).
     ready: Option<Ready>,
@@ -73,12 +129,107 @@ struct Channel {
     stream: Option<Arc<Mutex<Stream>>>,
     /// With history: the position of the last message dispatched (or of the channel when a
     /// session subscribed). Later copies of a message are dropped, and after a broker outage
-    /// the feed reads the gap from here (issue 20). Boxed: most channels have none.
-    last: Option<Box<Position>>,
+    /// the feed reads the gap from here (issue 20).
+    last: Option<Position>,
+}
+
+impl ChannelState {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// Drops the box once it holds nothing.
+    fn tidy(&mut self) {
+        if let Some(r) = &self.rare {
+            if r.ready.is_none() && r.stream.is_none() && r.last.is_none() {
+                self.rare = None;
+            }
+        }
+    }
+}
+
+/// A channel name: inline up to 22 bytes (most names; a boxed `str` would take a heap block
+/// of 32 bytes besides its 16), else boxed. 24 bytes.
+enum Name {
+    Inline(u8, [u8; Name::INLINE]),
+    Boxed(Box<str>),
+}
+
+impl Name {
+    const INLINE: usize = 22;
+
+    fn new(name: &str) -> Name {
+        if name.len() <= Name::INLINE {
+            let mut bytes = [0; Name::INLINE];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            Name::Inline(name.len() as u8, bytes)
+        } else {
+            Name::Boxed(name.into())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole: always UTF-8.
+            Name::Inline(len, bytes) => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
+            Name::Boxed(name) => name,
+        }
+    }
+}
+
+/// A shared handle on a [`Channel`] that hashes, compares and borrows as its name: the key of
+/// the hub's table and of a session's subscriptions.
+#[derive(Clone)]
+pub struct ChannelRef(Arc<Channel>);
+
+impl ChannelRef {
+    pub fn name(&self) -> &str {
+        self.0.name.as_str()
+    }
+
+    fn state(&self) -> MutexGuard<'_, ChannelState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::ops::Deref for ChannelRef {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.name()
+    }
+}
+
+impl std::borrow::Borrow<str> for ChannelRef {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+impl std::hash::Hash for ChannelRef {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // As its name, which `Borrow<str>` requires.
+        self.name().hash(h)
+    }
+}
+
+impl PartialEq for ChannelRef {
+    fn eq(&self, other: &ChannelRef) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for ChannelRef {}
+
+impl std::fmt::Debug for ChannelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.name().fmt(f)
+    }
 }
 
 pub struct Hub {
-    channels: Mutex<foldhash::HashMap<String, Channel>>,
+    /// The channels held, by name: a table of pointers (8 bytes a slot).
+    channels: Mutex<foldhash::HashSet<ChannelRef>>,
     /// Messages received from the brokers (for the status page).
     received: std::sync::atomic::AtomicU64,
     brokers: Vec<Arc<dyn Broker>>,
@@ -89,7 +240,7 @@ impl Hub {
     /// `compression`: the `ws.compression` settings when it is enabled.
     pub fn new(brokers: Vec<Arc<dyn Broker>>, compression: Option<CompressionConfig>) -> Hub {
         Hub {
-            channels: Mutex::new(foldhash::HashMap::default()),
+            channels: Mutex::new(foldhash::HashSet::default()),
             received: Default::default(),
             brokers,
             codec: compression.map(|cfg| Codec {
@@ -117,8 +268,8 @@ impl Hub {
             .channels
             .lock()
             .unwrap()
-            .values()
-            .filter_map(|c| c.stream.clone())
+            .iter()
+            .filter_map(|c| c.state().rare.as_ref()?.stream.clone())
             .collect();
         for s in streams {
             // A stream busy with a fan-out is not idle.
@@ -133,17 +284,19 @@ impl Hub {
     }
 
     /// Adds `member` to the name's channel and ensures the channel is subscribed on every
-    /// broker (R-SUB-6). Resolves when the subscriptions are confirmed.
-    pub fn acquire(&self, name: &str, member: Arc<dyn Member>) -> Ready {
+    /// broker (R-SUB-6). Returns the channel and what resolves when the subscriptions are
+    /// confirmed.
+    pub fn acquire(&self, name: &str, member: Arc<dyn Member>) -> (ChannelRef, Ready) {
         let mut channels = self.channels.lock().unwrap();
-        if let Some(ch) = channels.get_mut(name) {
-            let mut members: Vec<_> = ch.members.iter().cloned().collect();
-            members.push(member);
-            ch.members = members.into();
-            return match &ch.ready {
+        if let Some(ch) = channels.get(name) {
+            let mut st = ch.state();
+            st.members = st.members.with(member);
+            let ready = match st.rare.as_ref().and_then(|r| r.ready.as_ref()) {
                 Some(r) => r.clone(),
                 None => futures_util::future::ready(Ok(())).boxed().shared(),
             };
+            drop(st);
+            return (ch.clone(), ready);
         }
         let futures: Vec<_> = self
             .brokers
@@ -158,22 +311,28 @@ impl Hub {
         }
         .boxed()
         .shared();
-        channels.insert(
-            name.to_owned(),
-            Channel {
-                members: Arc::from(vec![member]),
-                ready: Some(ready.clone()),
-                stream: None,
-                last: None,
-            },
-        );
-        ready
+        let ch = ChannelRef(Arc::new(Channel {
+            name: Name::new(name),
+            state: Mutex::new(ChannelState {
+                members: Members::One(member),
+                rare: Some(Box::new(Rare {
+                    ready: Some(ready.clone()),
+                    ..Rare::default()
+                })),
+            }),
+        }));
+        channels.insert(ch.clone());
+        (ch, ready)
     }
 
     /// The channel's broker subscriptions are confirmed: forget the shared future.
     pub fn confirmed(&self, name: &str) {
-        if let Some(ch) = self.channels.lock().unwrap().get_mut(name) {
-            ch.ready = None;
+        if let Some(ch) = self.channels.lock().unwrap().get(name) {
+            let mut st = ch.state();
+            if let Some(r) = &mut st.rare {
+                r.ready = None;
+            }
+            st.tidy();
         }
     }
 
@@ -181,18 +340,15 @@ impl Hub {
     /// every broker (R-PUB-2, R-UNS-4, R-END-3, R-DEF-1).
     pub fn release(&self, name: &str, member_id: u64) {
         let mut channels = self.channels.lock().unwrap();
-        let Some(ch) = channels.get_mut(name) else {
+        let Some(ch) = channels.get(name) else {
             return;
         };
-        let members: Vec<_> = ch
-            .members
-            .iter()
-            .filter(|m| m.id() != member_id)
-            .cloned()
-            .collect();
-        if !members.is_empty() {
-            ch.members = members.into();
-            return;
+        {
+            let mut st = ch.state();
+            if let Some(members) = st.members.without(member_id) {
+                st.members = members;
+                return;
+            }
         }
         channels.remove(name);
         for b in &self.brokers {
@@ -209,8 +365,8 @@ impl Hub {
         };
         let channels = self.channels.lock().unwrap();
         let names: Vec<String> = channels
-            .keys()
-            .map(|name| format!("{}{}", b.prefix(), name))
+            .iter()
+            .map(|ch| format!("{}{}", b.prefix(), ch.name()))
             .collect();
         (names.len(), b.resubscribe(names))
     }
@@ -232,8 +388,8 @@ impl Hub {
     /// Records that the name's channel stood at `pos` when a session subscribed, unless a
     /// message already told.
     pub fn seed_position(&self, name: &str, pos: Position) {
-        if let Some(ch) = self.channels.lock().unwrap().get_mut(name) {
-            ch.last.get_or_insert_with(|| Box::new(pos));
+        if let Some(ch) = self.channels.lock().unwrap().get(name) {
+            ch.state().rare().last.get_or_insert(pos);
         }
     }
 
@@ -243,7 +399,10 @@ impl Hub {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(name, ch)| Some((name.clone(), (**ch.last.as_ref()?).clone())))
+            .filter_map(|ch| {
+                let last = ch.state().rare.as_ref()?.last.clone()?;
+                Some((ch.name().to_owned(), last))
+            })
             .collect()
     }
 
@@ -251,14 +410,16 @@ impl Hub {
     /// becomes the channel's last). A message at or before the last one of the same epoch was
     /// delivered already (by a gap recovery, issue 20).
     fn advance(&self, name: &str, pos: &Position) -> bool {
-        let mut channels = self.channels.lock().unwrap();
-        let Some(ch) = channels.get_mut(name) else {
+        let channels = self.channels.lock().unwrap();
+        let Some(ch) = channels.get(name) else {
             return false;
         };
-        match &ch.last {
+        let mut st = ch.state();
+        let last = &mut st.rare().last;
+        match last {
             Some(last) if last.epoch == pos.epoch && pos.offset <= last.offset => false,
             _ => {
-                ch.last = Some(Box::new(pos.clone()));
+                *last = Some(pos.clone());
                 true
             }
         }
@@ -269,12 +430,13 @@ impl Hub {
     /// false, "offset": N, "epoch": E}`, the channel's position from which they go on.
     pub fn unrecovered(&self, name: &str, pos: Position) {
         let members = {
-            let mut channels = self.channels.lock().unwrap();
-            let Some(ch) = channels.get_mut(name) else {
+            let channels = self.channels.lock().unwrap();
+            let Some(ch) = channels.get(name) else {
                 return;
             };
-            ch.last = Some(Box::new(pos.clone()));
-            ch.members.clone()
+            let mut st = ch.state();
+            st.rare().last = Some(pos.clone());
+            st.members.clone()
         };
         let frame = Utf8Bytes::from(
             serde_json::json!({
@@ -286,7 +448,7 @@ impl Hub {
             })
             .to_string(),
         );
-        for m in members.iter() {
+        for m in members.as_slice() {
             m.notice(name, &frame);
         }
     }
@@ -299,11 +461,12 @@ impl Hub {
     /// Per service: channels held and subscriptions on them (sessions holding or acquiring).
     pub fn per_service(&self) -> std::collections::BTreeMap<String, (usize, usize)> {
         let mut m = std::collections::BTreeMap::new();
-        for (name, ch) in self.channels.lock().unwrap().iter() {
-            let service = name.split_once('.').map_or(name.as_str(), |(s, _)| s);
+        for ch in self.channels.lock().unwrap().iter() {
+            let name = ch.name();
+            let service = name.split_once('.').map_or(name, |(s, _)| s);
             let e = m.entry(service.to_owned()).or_insert((0, 0));
             e.0 += 1;
-            e.1 += ch.members.len();
+            e.1 += ch.state().members.len();
         }
         m
     }
@@ -315,12 +478,13 @@ impl Hub {
 
     /// The channel's members and its compression stream (created on its first message).
     fn members(&self, name: &str) -> Option<(Members, Option<Arc<Mutex<Stream>>>)> {
-        let mut channels = self.channels.lock().unwrap();
-        let c = channels.get_mut(name)?;
-        if self.codec.is_some() && c.stream.is_none() {
-            c.stream = Some(Arc::default());
-        }
-        Some((c.members.clone(), c.stream.clone()))
+        let channels = self.channels.lock().unwrap();
+        let mut st = channels.get(name)?.state();
+        let stream = self
+            .codec
+            .as_ref()
+            .map(|_| st.rare().stream.get_or_insert_with(Arc::default).clone());
+        Some((st.members.clone(), stream))
     }
 
     /// Routes one message received from broker `broker_index` (R-PUB-4).
@@ -350,7 +514,7 @@ impl Hub {
             Err(Rejected::InvalidEvent(v)) => {
                 if let Some(frame) = crate::presence::event_frame(name, &v) {
                     let frame = Utf8Bytes::from(frame);
-                    for m in members.iter() {
+                    for m in members.as_slice() {
                         m.notice(name, &frame);
                     }
                     return;
@@ -380,7 +544,7 @@ impl Hub {
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
         let codec = self.codec.as_ref().zip(stream);
         let mut fanout = Fanout::new(received_at, queue_size, codec);
-        for m in members.iter() {
+        for m in members.as_slice() {
             m.deliver(name, &msg, &mut fanout);
         }
     }

@@ -180,9 +180,14 @@ pub struct ExtraFields {
 impl ExtraFields {
     /// The (shared) empty set: most subscriptions have no extra fields.
     pub fn none() -> std::sync::Arc<ExtraFields> {
+        ExtraFields::none_ref().clone()
+    }
+
+    /// The (shared) empty set, borrowed.
+    pub fn none_ref() -> &'static std::sync::Arc<ExtraFields> {
         static NONE: std::sync::LazyLock<std::sync::Arc<ExtraFields>> =
             std::sync::LazyLock::new(|| std::sync::Arc::new(ExtraFields::new(Map::new())));
-        NONE.clone()
+        &NONE
     }
 
     pub fn new(map: Map<String, Value>) -> ExtraFields {

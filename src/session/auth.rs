@@ -151,7 +151,7 @@ impl Session {
             st.subs
                 .iter()
                 .filter(|(_, s)| s.service.require_authentication)
-                .map(|(name, s)| (name.clone(), s.instance))
+                .map(|(name, s)| (name.name().to_owned(), s.instance))
                 .collect()
         };
         tracing::info!(

@@ -19,7 +19,7 @@ impl Session {
             if let Some(id) = st.token.take().and_then(|t| t.expiry) {
                 self.app.timers.cancel(id);
             }
-            st.subs.keys().rev().cloned().collect()
+            st.subs.keys().rev().map(|k| k.name().to_owned()).collect()
         };
         for name in names {
             let Some(removed) = self.remove_sub(&name, None, true) else {

@@ -31,7 +31,7 @@ use crate::app::{App, LiveSession};
 use crate::compat::pyjson::{self, HashKey};
 use crate::config::{CallbackUrl, ServiceConfig};
 use crate::delivery::{Arrival, OrderFilter, Throttle};
-use crate::hub::{Fanout, Member, Peer};
+use crate::hub::{ChannelRef, Fanout, Member, Peer};
 use crate::protocol::{self as proto, Decoded, Event, Name};
 use crate::publish::{self, ExtraFields, Meta, Published};
 use crate::service::{Call, Outcome};
@@ -59,12 +59,20 @@ pub enum ClientFrame {
     Binary(Bytes),
 }
 
-/// One active subscription of the session (R-SUB-8).
+/// One active subscription of the session (R-SUB-8): 24 bytes, held in the session's map.
 struct Sub {
     /// Distinguishes this subscription from a later one of the same name (R-OOO-3).
     instance: u64,
     service: Arc<ServiceConfig>,
-    extra: Arc<ExtraFields>,
+    /// What a subscription without extra fields, authorizer fields, order or throttle state,
+    /// renewals or heartbeats does not use: nothing at all then.
+    rare: Option<Box<SubRare>>,
+}
+
+#[derive(Default)]
+struct SubRare {
+    /// The extra fields (R-EXT), when there are any.
+    extra: Option<Arc<ExtraFields>>,
     /// Authorizer fields of the last successful authorization (R-BODY-3).
     authz: Fields,
     /// The order filter and throttle state, once a message (or the subscribe answer) had
@@ -103,24 +111,45 @@ struct Keyed {
 }
 
 impl Sub {
+    fn rare(&mut self) -> &mut SubRare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
     fn keyed(&mut self) -> &mut Keyed {
-        self.keyed.get_or_insert_with(Default::default)
+        self.rare().keyed.get_or_insert_with(Default::default)
+    }
+
+    /// The extra fields (R-EXT); the shared empty set when there are none.
+    fn extra(&self) -> &Arc<ExtraFields> {
+        match self.rare.as_ref().and_then(|r| r.extra.as_ref()) {
+            Some(e) => e,
+            None => ExtraFields::none_ref(),
+        }
+    }
+
+    /// Authorizer fields of the last successful authorization (R-BODY-3).
+    fn authz(&self) -> &Fields {
+        static NONE: Fields = Fields(None);
+        self.rare.as_ref().map_or(&NONE, |r| &r.authz)
     }
 
     /// Cancels the subscription's timers and aborts a renewal or heartbeat in progress (but
     /// not the renewal when `including_reauth` is false: the renewal itself is ending it).
     fn stop_timers(&mut self, timers: &Timers, including_reauth: bool) {
-        if let Some(keyed) = &mut self.keyed {
+        let Some(rare) = &mut self.rare else {
+            return;
+        };
+        if let Some(keyed) = &mut rare.keyed {
             for (key, t) in keyed.timers.drain() {
                 tracing::trace!(throttle_key = ?key, "throttled message canceled");
                 timers.cancel(t);
             }
         }
-        if let Some(next) = self.heartbeat.take() {
+        if let Some(next) = rare.heartbeat.take() {
             next.stop(timers);
         }
         if including_reauth {
-            if let Some(next) = self.reauth.take() {
+            if let Some(next) = rare.reauth.take() {
                 next.stop(timers);
             }
         }
@@ -158,10 +187,10 @@ struct Removed {
 struct State {
     /// Session auth fields; the session is authenticated iff non-empty (R-AUTH-7).
     auth: Fields,
-    /// Active subscriptions in subscription order (R-END-2 removes them in reverse).
-    /// Boxed: the map reserves room for several entries, which would otherwise each be a
-    /// whole `Sub` (816 bytes per connection with one subscription, measured with massif).
-    subs: IndexMap<String, Box<Sub>, foldhash::fast::RandomState>,
+    /// Active subscriptions in subscription order (R-END-2 removes them in reverse), keyed by
+    /// the hub's channel (which holds the name: one copy per channel, not per subscription).
+    /// The map is shrunk to fit after an insert (`subscribe`), so the 32-byte `Sub` is inline.
+    subs: IndexMap<ChannelRef, Sub, foldhash::fast::RandomState>,
     /// The name being subscribed (R-SUB-6..9; commands run one at a time, so there is at most
     /// one) and the messages buffered for it (R-SUB-10). Boxed: 48 bytes an idle session does
     /// not need.
@@ -267,7 +296,7 @@ impl LiveSession for Session {
             for (name, sub) in st.subs.iter_mut() {
                 match cfg.services.get(&sub.service.name) {
                     Some(svc) => sub.service = svc.clone(),
-                    None => gone.push((name.clone(), sub.instance)),
+                    None => gone.push((name.name().to_owned(), sub.instance)),
                 }
             }
             gone
@@ -609,7 +638,7 @@ impl Session {
     /// The extra fields of a reply (R-EXT-2): the active subscription's, else the command's.
     fn reply_extra(&self, name: &str, captured: &Map<String, Value>) -> Map<String, Value> {
         match self.lock().subs.get(name) {
-            Some(sub) => sub.extra.map.clone(),
+            Some(sub) => sub.extra().map.clone(),
             None => captured.clone(),
         }
     }
@@ -685,7 +714,7 @@ impl Session {
         self.lock()
             .subs
             .get(name)
-            .map(|s| (s.extra.clone(), s.authz.clone()))
+            .map(|s| (s.extra().clone(), s.authz().clone()))
     }
 
     fn strong(&self) -> Arc<Session> {
@@ -711,10 +740,11 @@ impl Session {
         if sub.service.presence {
             self.presence_leave(name, &sub.service);
         }
+        let extra = sub.extra().clone();
         Some(Removed {
+            authz: sub.rare.map(|r| r.authz).unwrap_or_default(),
             service: sub.service,
-            extra: sub.extra,
-            authz: sub.authz,
+            extra,
         })
     }
 }

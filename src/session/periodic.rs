@@ -14,8 +14,8 @@ pub(super) enum Periodic {
 impl Periodic {
     fn slot(self, sub: &mut Sub) -> &mut Option<Next> {
         match self {
-            Periodic::Renewal => &mut sub.reauth,
-            Periodic::Heartbeat => &mut sub.heartbeat,
+            Periodic::Renewal => &mut sub.rare().reauth,
+            Periodic::Heartbeat => &mut sub.rare().heartbeat,
         }
     }
 }
@@ -140,7 +140,7 @@ impl Session {
             {
                 let mut st = self.lock();
                 match st.subs.get_mut(name) {
-                    Some(s) if s.instance == instance => s.authz = fields.clone().into(),
+                    Some(s) if s.instance == instance => s.rare().authz = fields.clone().into(),
                     _ => return false,
                 }
             }
@@ -218,7 +218,7 @@ impl Session {
             .subs
             .get(name)
             .filter(|s| s.instance == instance)
-            .map(|s| (s.extra.clone(), s.authz.clone()))
+            .map(|s| (s.extra().clone(), s.authz().clone()))
     }
 
     /// One heartbeat (R-HB-3). Returns whether the loop goes on.

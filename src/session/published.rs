@@ -19,7 +19,7 @@ impl Session {
             deflate,
             ..
         } = st;
-        let Some(sub) = subs.get_mut(&msg.subscription) else {
+        let Some(sub) = subs.get_mut(msg.subscription.as_str()) else {
             return;
         };
         let metrics = &self.app.metrics;
@@ -33,7 +33,7 @@ impl Session {
                 "message filtered"
             );
         };
-        if !filter_passes(&sub.service, &msg.fields, &sub.extra.map, auth) {
+        if !filter_passes(&sub.service, &msg.fields, &sub.extra().map, auth) {
             return filtered("fields");
         }
         if let Some((key, order)) = &msg.options.order {
@@ -70,7 +70,12 @@ impl Session {
             }
         }
         let (frame, compressed) = match fanout {
-            Some(f) => f.frame_for(msg, &sub.extra, deflate.as_mut(), std::time::Instant::now()),
+            Some(f) => f.frame_for(
+                msg,
+                sub.extra(),
+                deflate.as_mut(),
+                std::time::Instant::now(),
+            ),
             None => {
                 let sent_at = publish::now();
                 let meta = Meta {
@@ -78,7 +83,7 @@ impl Session {
                     sent_at: &sent_at,
                     with_published_at: true,
                 };
-                let frame = publish::frame(&msg.subscription, msg, &sub.extra, meta);
+                let frame = publish::frame(&msg.subscription, msg, sub.extra(), meta);
                 (frame.into(), None)
             }
         };
@@ -132,7 +137,7 @@ impl Session {
             sent_at: &sent_at,
             with_published_at: false,
         };
-        let frame = publish::frame(name, &msg, &sub.extra, meta);
+        let frame = publish::frame(name, &msg, sub.extra(), meta);
         drop(st);
         self.push(frame.into());
     }

@@ -17,7 +17,7 @@ impl Session {
             let st = self.lock();
             (
                 !st.auth.is_empty(),
-                st.subs.get(name).map(|s| s.extra.map.clone()),
+                st.subs.get(name).map(|s| s.extra().map.clone()),
             )
         };
         let ev = Event::Subscribe;
@@ -79,7 +79,8 @@ impl Session {
         // R-SUB-6: hold the channel; buffer what arrives for it until the subscription is active.
         self.lock().acquiring = Some(Box::new((name.to_owned(), Vec::new())));
         let me: Arc<dyn Member> = self.strong();
-        if let Err(e) = self.app.hub.acquire(name, me).await {
+        let (channel, ready) = self.app.hub.acquire(name, me);
+        if let Err(e) = ready.await {
             self.abandon(name);
             if self.app.hub.brokers().iter().any(|b| b.reconnects()) {
                 // The broker did not come back within the wait: the session stays open and the
@@ -180,12 +181,14 @@ impl Session {
             let mut sub = Sub {
                 instance,
                 service: svc.clone(),
-                extra: extra.clone(),
-                authz: authz.clone().into(),
-                keyed: None,
-                reauth: None,
-                heartbeat: None,
+                rare: None,
             };
+            if !extra.map.is_empty() {
+                sub.rare().extra = Some(extra.clone());
+            }
+            if !authz.is_empty() {
+                sub.rare().authz = authz.clone().into();
+            }
             // Non-object options in the answer are treated as no options.
             let options = publish::parse_options(answer.get("options")).unwrap_or_default();
             if let Some((k, o)) = options.order {
@@ -239,7 +242,7 @@ impl Session {
             if svc.heartbeat().is_some() {
                 self.schedule_periodic(&mut sub, name, Periodic::Heartbeat, true);
             }
-            st.subs.insert(name.to_owned(), Box::new(sub));
+            st.subs.insert(channel, sub);
             // The map grows by several entries at a time; a session with few subscriptions
             // keeps exactly what it holds (one subscription: 166 -> about 100 bytes). Not for
             // many: shrinking rehashes them all.

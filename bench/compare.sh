@@ -17,6 +17,7 @@
 # created under ${XDG_CACHE_HOME:-~/.cache}/socketshark-bench/venv); QUIET_THRESHOLD (0.25) and
 # QUIET_MAX_WAIT (30 s): the quiet-machine gate before each measurement (0 disables it);
 # WRITE_COALESCE: our ws.write_coalesce (default: the server's default).
+# IDLE_SUBS: subscriptions per client in the idle scenarios (default 1; each a channel of its own).
 #
 # Each server runs pinned to CPU 0 (taskset -c 0); the load tool and the dedicated redis-server
 # share CPU 1. Every scenario gets a freshly started server. See bench/README.md.
@@ -59,7 +60,7 @@ if [ "$QUICK" = 1 ]; then
   F2_CLIENTS=1000; F2_TOPICS=1000; F2_START=250; F2_STEP=1.5
   BISECT=2
   CONNECT_CLIENTS=500
-  IDLE_CLIENTS=500; IDLE_SUBS=1
+  IDLE_CLIENTS=500; IDLE_SUBS=${IDLE_SUBS:-1}
   ECHO_CLIENTS=20; ECHO_DURATION=3
   WB_MESSAGES=1000
 else
@@ -67,7 +68,7 @@ else
   F2_CLIENTS=10000; F2_TOPICS=10000; F2_START=500; F2_STEP=3
   BISECT=4
   CONNECT_CLIENTS=2000
-  IDLE_CLIENTS=2000; IDLE_SUBS=1
+  IDLE_CLIENTS=2000; IDLE_SUBS=${IDLE_SUBS:-1}
   ECHO_CLIENTS=50; ECHO_DURATION=10
   WB_MESSAGES=1000
 fi

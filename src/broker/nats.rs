@@ -78,6 +78,60 @@ use crate::metrics::Metrics;
 mod history;
 mod presence;
 
+/// Reads the messages of `stream` on `filter` with a short-lived pull consumer (deleted
+/// afterwards): `each` gets them in order until it returns false or every message that was
+/// pending when the consumer was created has come. `what` names the read in errors.
+async fn read_filtered(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    filter: String,
+    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy,
+    what: &str,
+    mut each: impl FnMut(&async_nats::jetstream::Message) -> bool,
+) -> Result<(), String> {
+    use async_nats::jetstream::consumer;
+    let err = |e: &dyn std::fmt::Display| format!("jetstream: {what}: {e}");
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: filter,
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let name = consumer.cached_info().name.clone();
+    let pending = consumer.cached_info().num_pending as usize;
+    let result = async {
+        if pending == 0 {
+            return Ok(());
+        }
+        let mut batch = consumer
+            .batch()
+            .max_messages(pending)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| err(&e))?;
+        let mut seen = 0;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| err(&e))?;
+            seen += 1;
+            if !each(&m) || seen >= pending {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let stream = stream.clone();
+    tokio::spawn(async move {
+        let _ = stream.delete_consumer(&name).await;
+    });
+    result
+}
+
 pub struct NatsBroker {
     client: async_nats::Client,
     history: Arc<history::JetStreamHistory>,

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context, stream};
-use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::broker::History;
@@ -200,17 +199,7 @@ impl JetStreamHistory {
                         size: info.config.max_messages_per_subject,
                         ttl: info.config.max_age,
                     };
-                    let stream = self
-                        .js
-                        .get_stream_no_info(&name)
-                        .await
-                        .map_err(|e| format!("jetstream: stream {name}: {e}"))?;
-                    return Ok(Mutex::new(Service {
-                        service: service.to_owned(),
-                        name: name.clone(),
-                        stream,
-                        limits,
-                    }));
+                    return self.open_service(service, &name, limits).await;
                 }
                 Err(e)
                     if matches!(e.kind(), context::GetStreamErrorKind::JetStream(ref j)
@@ -232,17 +221,7 @@ impl JetStreamHistory {
                         stream = name.as_str(),
                         "history stream created"
                     );
-                    let stream = self
-                        .js
-                        .get_stream_no_info(&name)
-                        .await
-                        .map_err(|e| format!("jetstream: stream {name}: {e}"))?;
-                    return Ok(Mutex::new(Service {
-                        service: service.to_owned(),
-                        name: name.clone(),
-                        stream,
-                        limits,
-                    }));
+                    return self.open_service(service, &name, limits).await;
                 }
                 // Another node created it meanwhile (with other limits): use that one.
                 Err(e) => {
@@ -495,6 +474,26 @@ impl JetStreamHistory {
         })
     }
 
+    /// A handle on the existing stream `name` of `service`, known to have `limits`.
+    async fn open_service(
+        &self,
+        service: &str,
+        name: &str,
+        limits: Limits,
+    ) -> Result<Mutex<Service>, String> {
+        let stream = self
+            .js
+            .get_stream_no_info(name)
+            .await
+            .map_err(|e| format!("jetstream: stream {name}: {e}"))?;
+        Ok(Mutex::new(Service {
+            service: service.to_owned(),
+            name: name.to_owned(),
+            stream,
+            limits,
+        }))
+    }
+
     /// The messages stored under `store` after offset `since`, up to `last`, oldest first.
     async fn read(
         &self,
@@ -503,51 +502,23 @@ impl JetStreamHistory {
         since: u64,
         last: &Last,
     ) -> Result<Vec<Vec<u8>>, String> {
-        let err = |e: &dyn std::fmt::Display| format!("jetstream: reading {store}: {e}");
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: store.to_owned(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&e))?;
-        let name = consumer.cached_info().name.clone();
-        let pending = consumer.cached_info().num_pending as usize;
         let mut out = Vec::new();
-        let result = async {
-            if pending == 0 {
-                return Ok(());
-            }
-            let mut batch = consumer
-                .batch()
-                .max_messages(pending)
-                .expires(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(|e| err(&e))?;
-            while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| err(&e))?;
+        super::read_filtered(
+            stream,
+            store.to_owned(),
+            consumer::DeliverPolicy::All,
+            &format!("reading {store}"),
+            |m| {
                 let headers = m.headers.as_ref();
                 let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
                 let offset: u64 = get(OFFSET_HEADER).and_then(|o| o.parse().ok()).unwrap_or(0);
                 if get(EPOCH_HEADER) == Some(last.epoch.as_str()) && offset > since {
                     out.push(m.payload.to_vec());
                 }
-                if offset >= last.offset {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        let stream = stream.clone();
-        tokio::spawn(async move {
-            let _ = stream.delete_consumer(&name).await;
-        });
-        result.map(|()| out)
+                offset < last.offset
+            },
+        )
+        .await
+        .map(|()| out)
     }
 }

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
-use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 /// Prepended to the escaped subject prefix and service name to name a service's bucket.
@@ -219,53 +218,21 @@ impl JetStreamPresence {
             bucket_name(&self.subject_prefix, service),
             token(channel)
         );
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter,
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&e))?;
-        let name = consumer.cached_info().name.clone();
-        let pending = consumer.cached_info().num_pending as usize;
         let mut out = Vec::new();
-        let result = async {
-            if pending == 0 {
-                return Ok(());
-            }
-            let mut batch = consumer
-                .batch()
-                .max_messages(pending)
-                .expires(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(|e| err(&e))?;
-            let mut seen = 0;
-            while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| err(&e))?;
-                let op = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .map(|v| v.as_str().to_owned());
-                if op.is_none() && !m.payload.is_empty() {
+        super::read_filtered(
+            &stream,
+            filter,
+            consumer::DeliverPolicy::LastPerSubject,
+            &format!("presence of {channel}"),
+            |m| {
+                let deleted = m.headers.as_ref().and_then(|h| h.get("KV-Operation"));
+                if deleted.is_none() && !m.payload.is_empty() {
                     out.push(m.payload.to_vec());
                 }
-                seen += 1;
-                if seen >= pending {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        tokio::spawn(async move {
-            let _ = stream.delete_consumer(&name).await;
-        });
-        result.map(|()| out)
+                true
+            },
+        )
+        .await
+        .map(|()| out)
     }
 }

@@ -1,8 +1,9 @@
 //! Issue 16, the Redis Cluster broker: two socketshark nodes on a 3-master Redis Cluster (started
 //! by the test). Every message reaches every subscribed client on every node exactly once,
 //! whether published through a node's API (SPUBLISH) or by a service with SPUBLISH; when a
-//! master is killed, with `on_loss = "reconnect"` the clients stay connected and receive again
-//! once its replica took over, and with `on_loss = "shutdown"` they are closed with 1000.
+//! master is killed mid-run (a node's API publishing on every topic meanwhile), with `on_loss =
+//! "reconnect"` the clients stay connected, get no message twice and receive every topic again
+//! once its replica took over; with `on_loss = "shutdown"` they are closed with 1000.
 //! History and presence keep a channel's keys in the channel's slot.
 
 mod common;
@@ -120,7 +121,27 @@ async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
         c.expect_silence(ms(200)).await;
     }
 
-    // Kill the master of chat.t0; its replica takes over.
+    // Kill the master of chat.t0 mid-run, while node B's API publishes on every topic; its
+    // replica takes over.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let counter = std::sync::Arc::new(AtomicU64::new(0));
+    let background = {
+        let (stop, counter) = (stop.clone(), counter.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            while !stop.load(SeqCst) {
+                let n = counter.fetch_add(1, SeqCst);
+                let name = topic((n % TOPICS as u64) as usize);
+                if publish(port_b, &name, json!({"bg": n})).await.is_some() {
+                    acknowledged.push((name, n));
+                }
+                sleep_ms(5).await;
+            }
+            acknowledged
+        })
+    };
+    sleep_ms(300).await;
     let old = cluster.master_of("chat.t0").await;
     cluster.kill(old);
     a.wait_log(
@@ -134,6 +155,35 @@ async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
         !a.find_logs("redis reconnected").is_empty() && !b.find_logs("redis reconnected").is_empty()
     })
     .await;
+    let reconnected_at = counter.load(SeqCst);
+    sleep_ms(500).await;
+    stop.store(true, SeqCst);
+    let acknowledged = background.await.unwrap();
+    // Mid-run: no message twice; every topic's last acknowledged message (published after the
+    // failover) arrived at both clients, so none was left deaf.
+    let mut last_of: HashMap<String, u64> = HashMap::new();
+    for (name, n) in &acknowledged {
+        last_of.insert(name.clone(), *n);
+    }
+    assert_eq!(last_of.len(), TOPICS, "every topic published to");
+    for (name, n) in &last_of {
+        assert!(
+            *n > reconnected_at,
+            "{name}: nothing acknowledged after the nodes reconnected"
+        );
+    }
+    for (i, c) in [&mut ca, &mut cb].into_iter().enumerate() {
+        let seen = tally(c, ms(500)).await;
+        for ((name, data), count) in &seen {
+            assert_eq!(*count, 1, "client {i}: {name} {data} twice");
+        }
+        for (name, n) in &last_of {
+            assert!(
+                seen.contains_key(&(name.clone(), json!({"bg": n}))),
+                "client {i}: {name}'s last message {n} missing after the failover"
+            );
+        }
+    }
     // Every topic delivers again, on both nodes, exactly once; nobody was disconnected.
     round_exactly_once(port_a, &mut [&mut ca, &mut cb], json!("after")).await;
     round_exactly_once(port_b, &mut [&mut ca, &mut cb], json!("after b")).await;

@@ -39,7 +39,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, watch};
 
-use super::redis::{OUTAGE_WAIT, Scripts, issue_now};
+use super::redis::{OUTAGE_WAIT, Scripts, issue_now, or_after_recovery, recovery_after};
 use super::{BoxFuture, Broker, Connected, History, Incoming};
 use crate::config::{OnLoss, RedisConfig};
 
@@ -266,17 +266,6 @@ impl ClusterBroker {
         })
     }
 
-    /// Resolves once the broker recovered after `seen` recoveries.
-    fn recovery_after(&self, seen: u64) -> BoxFuture<Result<(), String>> {
-        let mut rx = self.recoveries.subscribe();
-        Box::pin(async move {
-            rx.wait_for(|n| *n > seen)
-                .await
-                .map(|_| ())
-                .map_err(|_| "the broker is stopped".to_owned())
-        })
-    }
-
     /// A `sunsubscribe` push for `channel`: the confirmation of ours, or the cluster's when the
     /// channel's slot moved (a resharding): then the channel is subscribed again, which
     /// reaches its new owner (redis-rs follows the MOVED and refreshes its slot map).
@@ -371,25 +360,11 @@ impl Broker for ClusterBroker {
         // Reconnecting: as with one Redis, a held channel is subscribed again after an
         // outage, so a request made during one succeeds when the broker has recovered.
         let issued = (!lost).then(|| self.ordered_ssubscribe(channel));
-        let recovered = self.recovery_after(seen);
-        Box::pin(async move {
-            let outcome = tokio::time::timeout(OUTAGE_WAIT, async move {
-                let Some(issued) = issued else {
-                    return recovered.await;
-                };
-                match issued.await {
-                    Ok(()) => Ok(()),
-                    Err(_) => recovered.await,
-                }
-            })
-            .await;
-            outcome.unwrap_or_else(|_| {
-                Err(format!(
-                    "redis cluster unavailable: not back within {} s",
-                    OUTAGE_WAIT.as_secs()
-                ))
-            })
-        })
+        or_after_recovery(
+            issued,
+            recovery_after(&self.recoveries, seen),
+            "redis cluster",
+        )
     }
 
     fn unsubscribe(&self, channel: &str) {

@@ -177,17 +177,6 @@ impl RedisBroker {
     fn sink(&self) -> Option<PubSubSink> {
         self.link.lock().unwrap().clone()
     }
-
-    /// Resolves once the broker recovered after `seen` recoveries.
-    fn recovery_after(&self, seen: u64) -> impl Future<Output = Result<(), String>> + use<> {
-        let mut rx = self.recoveries.subscribe();
-        async move {
-            rx.wait_for(|n| *n > seen)
-                .await
-                .map(|_| ())
-                .map_err(|_| "the broker is stopped".to_owned())
-        }
-    }
 }
 
 /// Connecting, bounded by [`CONNECT_TIMEOUT`], with errors that say where (`at`).
@@ -199,6 +188,52 @@ async fn within<T>(
         Err(_) => Err(format!("{at}: connecting timed out")),
         Ok(r) => r.map_err(|e| format!("{at}: {e}")),
     }
+}
+
+/// Resolves once the broker recovered after `seen` recoveries (`recoveries` counts them).
+pub(super) fn recovery_after(
+    recoveries: &watch::Sender<u64>,
+    seen: u64,
+) -> BoxFuture<Result<(), String>> {
+    let mut rx = recoveries.subscribe();
+    Box::pin(async move {
+        rx.wait_for(|n| *n > seen)
+            .await
+            .map(|_| ())
+            .map_err(|_| "the broker is stopped".to_owned())
+    })
+}
+
+/// With `on_loss = "reconnect"`: a subscription `issued` now (`None` while the connection is
+/// lost) that fails, or could not be issued, succeeds once the broker `recovered` (every held
+/// channel is subscribed again then), waiting at most [`OUTAGE_WAIT`].
+pub(super) fn or_after_recovery(
+    issued: Option<BoxFuture<Result<(), String>>>,
+    recovered: BoxFuture<Result<(), String>>,
+    what: &'static str,
+) -> BoxFuture<Result<(), String>> {
+    Box::pin(async move {
+        let outcome = tokio::time::timeout(OUTAGE_WAIT, async move {
+            let Some(issued) = issued else {
+                return recovered.await;
+            };
+            tokio::pin!(recovered);
+            tokio::select! {
+                r = issued => match r {
+                    Ok(()) => Ok(()),
+                    Err(_) => recovered.await,
+                },
+                r = &mut recovered => r,
+            }
+        })
+        .await;
+        outcome.unwrap_or_else(|_| {
+            Err(format!(
+                "{what} unavailable: not back within {} s",
+                OUTAGE_WAIT.as_secs()
+            ))
+        })
+    })
 }
 
 /// Polls a request future once so that the request is queued on the connection now, in call
@@ -237,29 +272,7 @@ impl Broker for RedisBroker {
         // Reconnecting: a channel held in the hub is subscribed again on the next connection,
         // so a request that fails with the connection, or cannot be sent while it is down,
         // succeeds when the broker has recovered.
-        let recovered = self.recovery_after(seen);
-        Box::pin(async move {
-            let outcome = tokio::time::timeout(OUTAGE_WAIT, async move {
-                let Some(issued) = issued else {
-                    return recovered.await;
-                };
-                tokio::pin!(recovered);
-                tokio::select! {
-                    r = issued => match r {
-                        Ok(()) => Ok(()),
-                        Err(_) => recovered.await,
-                    },
-                    r = &mut recovered => r,
-                }
-            })
-            .await;
-            outcome.unwrap_or_else(|_| {
-                Err(format!(
-                    "redis unavailable: not back within {} s",
-                    OUTAGE_WAIT.as_secs()
-                ))
-            })
-        })
+        or_after_recovery(issued, recovery_after(&self.recoveries, seen), "redis")
     }
 
     fn unsubscribe(&self, channel: &str) {

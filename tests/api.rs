@@ -57,18 +57,6 @@ fn memory_config() -> Config {
     }))
 }
 
-/// The actual port of the publish API, from the `publish API listening` line.
-async fn api_port(server: &Server) -> u16 {
-    let line = server.wait_event(API_EVENT, secs(10.0)).await;
-    match line["port"].as_u64().and_then(|p| u16::try_from(p).ok()) {
-        Some(p) if p != 0 => p,
-        _ => panic!(
-            "`{API_EVENT}` line without a usable port: {line}\nlog:\n{}",
-            server.log_dump()
-        ),
-    }
-}
-
 /// `POST /publish` with raw body bytes.
 async fn post_raw(port: u16, body: &[u8]) -> HttpResponse {
     http_request(port, "POST", "/publish", &[], body).await
@@ -257,7 +245,7 @@ async fn wait_numsub(redis: &Redis, channel: &str, n: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t01_memory_broker_api_delivers() {
     let server = Server::start_config(&memory_config()).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     sub(&mut c, "simple.topic").await;
 
@@ -445,7 +433,7 @@ async fn t01_memory_broker_api_delivers() {
 async fn t02_api_errors() {
     let cfg = memory_config().with("api.max_body_size", 2048);
     let server = Server::start_config(&cfg).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     sub(&mut c, "simple.topic").await;
     let ok = json!({"subscription": "simple.topic", "data": "must not arrive"});
@@ -572,7 +560,7 @@ async fn t03_api_key() {
         .with("api.host", "0.0.0.0")
         .with("api.api_key", "k");
     let server = Server::start_config(&cfg).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     sub(&mut c, "simple.topic").await;
     let body = |d: &str| json!({"subscription": "simple.topic", "data": d}).to_string();
@@ -651,7 +639,7 @@ async fn t04_redis_api_publishes_through_redis() {
         c.set("api", json!({"port": 0}));
     })
     .await;
-    let port = api_port(&env.server).await;
+    let port = env.server.api_port().await;
     let mut c = env.client().await;
     sub(&mut c, "simple.topic").await;
     env.redis
@@ -707,7 +695,7 @@ async fn t04_redis_refusing_publish_is_503() {
         c.set("api", json!({"port": 0}));
     })
     .await;
-    let port = api_port(&env.server).await;
+    let port = env.server.api_port().await;
     let mut c = env.client().await;
     sub(&mut c, "simple.topic").await;
     env.redis.wait_channels(&["simple.topic"], secs(5.0)).await;
@@ -917,8 +905,8 @@ async fn t06_two_nodes_one_redis() {
     let node_cfg = || base_config(&redis, &svc).with("api", json!({"port": 0}));
     let a = Server::start_config(&node_cfg()).await;
     let b = Server::start_config(&node_cfg()).await;
-    let a_api = api_port(&a).await;
-    let b_api = api_port(&b).await;
+    let a_api = a.api_port().await;
+    let b_api = b.api_port().await;
     assert_ne!(a.port(), b.port());
     assert_ne!(a_api, b_api);
 
@@ -1070,7 +1058,7 @@ async fn t07_publish_api_throughput() {
     const LOAD_SECS: f64 = 3.0;
     let cfg = memory_config().with("log.level", "INFO");
     let server = Server::start_config(&cfg).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     sub(&mut c, "simple.load").await;
 

@@ -37,12 +37,6 @@ fn node_config(cluster: &RedisCluster, on_loss: &str) -> Config {
     }))
 }
 
-async fn api_port(server: &Server) -> u16 {
-    server.wait_event("publish API listening", secs(10.0)).await["port"]
-        .as_u64()
-        .unwrap() as u16
-}
-
 /// Publishes through the API; `None` when the API answered an error (during a failover).
 async fn publish(port: u16, name: &str, data: Value) -> Option<Value> {
     let body = json!({"subscription": name, "data": data}).to_string();
@@ -95,7 +89,7 @@ async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
         Server::start_config(&cfg).await,
         Server::start_config(&cfg).await,
     );
-    let (port_a, port_b) = (api_port(&a).await, api_port(&b).await);
+    let (port_a, port_b) = (a.api_port().await, b.api_port().await);
     let mut ca = Client::connect(&a.ws_url()).await;
     let mut cb = Client::connect(&b.ws_url()).await;
     for c in [&mut ca, &mut cb] {
@@ -240,7 +234,7 @@ async fn two_nodes_on_a_cluster_deliver_once_and_ride_out_a_failover() {
 async fn a_slot_migration_keeps_the_channel_delivering() {
     let cluster = RedisCluster::start(3, 0).await;
     let server = Server::start_config(&node_config(&cluster, "reconnect")).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     for i in 0..TOPICS {
         subscribe_ok(&mut c, &topic(i)).await;

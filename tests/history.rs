@@ -6,8 +6,6 @@
 mod common;
 use common::*;
 
-const API_EVENT: &str = "publish API listening";
-
 fn history_service(size: usize) -> Value {
     json!({"require_authentication": false, "history_size": size, "history_ttl": 60})
 }
@@ -29,11 +27,6 @@ async fn redis_nodes(nodes: usize, size: usize) -> (Redis, MockService, Vec<Serv
     (redis, svc, servers)
 }
 
-async fn api_port(server: &Server) -> u16 {
-    let line = server.wait_event(API_EVENT, secs(10.0)).await;
-    line["port"].as_u64().expect("api port") as u16
-}
-
 /// Publishes `data` on `name` through the API; returns the offset it got.
 async fn publish(port: u16, name: &str, data: Value) -> Option<u64> {
     let body = json!({"subscription": name, "data": data}).to_string();
@@ -43,40 +36,13 @@ async fn publish(port: u16, name: &str, data: Value) -> Option<u64> {
     v.get("offsets").map(|o| o[0].as_u64().expect("an offset"))
 }
 
-async fn subscribe(c: &mut Client, name: &str, recover: Option<Value>) -> Value {
-    let mut cmd = json!({"event": "subscribe", "subscription": name});
-    if let Some(r) = recover {
-        cmd["recover"] = r;
-    }
-    let r = c.request(&cmd).await;
-    assert_eq!(r["status"], "ok", "{r}");
-    r
-}
-
 /// Subscribes without `recover`; returns the channel's epoch from the reply.
 async fn epoch_of(c: &mut Client, name: &str) -> String {
-    let r = subscribe(c, name, None).await;
+    let r = subscribe_recovering(c, name, None).await;
     r["epoch"]
         .as_str()
         .unwrap_or_else(|| panic!("no epoch: {r}"))
         .to_owned()
-}
-
-/// Receives `n` messages and returns their `(offset, data)`.
-async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
-    c.recv_n(n)
-        .await
-        .into_iter()
-        .map(|m| {
-            assert_eq!(m["event"], "message", "{m}");
-            (
-                m["offset"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("no offset: {m}")),
-                m["data"].clone(),
-            )
-        })
-        .collect()
 }
 
 /// The test: a client that missed 100 messages reconnects to the other node and gets
@@ -84,16 +50,16 @@ async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_on_the_other_node_after_missing_100_messages() {
     let (_redis, _svc, nodes) = redis_nodes(2, 1000).await;
-    let port_a = api_port(&nodes[0]).await;
-    let port_b = api_port(&nodes[1]).await;
+    let port_a = nodes[0].api_port().await;
+    let port_b = nodes[1].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     assert_eq!(r["offset"], 0, "{r}");
     let epoch = r["epoch"].as_str().expect("epoch").to_owned();
     for i in 1..=5u64 {
         assert_eq!(publish(port_a, "hist.room", json!(i)).await, Some(i));
     }
-    let got = offsets(&mut c, 5).await;
+    let got = recv_offsets(&mut c, 5).await;
     assert_eq!(
         got.iter().map(|g| g.0).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
@@ -115,7 +81,7 @@ async fn recovery_on_the_other_node_after_missing_100_messages() {
         }
     });
     let mut c = Client::connect(&nodes[1].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 5, "epoch": epoch})),
@@ -125,7 +91,7 @@ async fn recovery_on_the_other_node_after_missing_100_messages() {
     assert_eq!(r["offset"], 5, "{r}");
     assert_eq!(r["epoch"], epoch.as_str(), "{r}");
     live.await.unwrap();
-    let got = offsets(&mut c, 120).await;
+    let got = recv_offsets(&mut c, 120).await;
     let want: Vec<(u64, Value)> = (6..=125u64).map(|i| (i, json!(i))).collect();
     assert_eq!(
         got, want,
@@ -142,13 +108,13 @@ async fn recovery_on_the_other_node_after_missing_100_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_refused_after_the_window_or_with_another_epoch() {
     let (_redis, _svc, nodes) = redis_nodes(1, 10).await;
-    let port = api_port(&nodes[0]).await;
+    let port = nodes[0].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
     let epoch = epoch_of(&mut c, "hist.room").await;
     for i in 1..=30u64 {
         publish(port, "hist.room", json!(i)).await;
     }
-    offsets(&mut c, 30).await;
+    recv_offsets(&mut c, 30).await;
     c.close().await;
 
     let mut top = 30;
@@ -165,12 +131,12 @@ async fn recovery_refused_after_the_window_or_with_another_epoch() {
         (json!({"offset": "x"}), "malformed"),
     ] {
         let mut c = Client::connect(&nodes[0].ws_url()).await;
-        let r = subscribe(&mut c, "hist.room", Some(recover)).await;
+        let r = subscribe_recovering(&mut c, "hist.room", Some(recover)).await;
         assert_eq!(r["recovered"], false, "{what}: {r}");
         assert_eq!(r["offset"], top, "{what}: {r}");
         c.expect_silence(ms(200)).await;
         let next = publish(port, "hist.room", json!("live")).await.unwrap();
-        let got = offsets(&mut c, 1).await;
+        let got = recv_offsets(&mut c, 1).await;
         assert_eq!(got, vec![(next, json!("live"))], "{what}");
         top = next;
         c.close().await;
@@ -178,14 +144,14 @@ async fn recovery_refused_after_the_window_or_with_another_epoch() {
     // Within the window it works: the last 10 are kept.
     assert_eq!(top, 34);
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 30, "epoch": epoch})),
     )
     .await;
     assert_eq!(r["recovered"], true, "{r}");
-    let got = offsets(&mut c, 4).await;
+    let got = recv_offsets(&mut c, 4).await;
     assert_eq!(
         got.iter().map(|g| g.0).collect::<Vec<_>>(),
         vec![31, 32, 33, 34]
@@ -198,9 +164,9 @@ async fn recovery_refused_after_the_window_or_with_another_epoch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_history_frames_are_unchanged() {
     let (redis, _svc, nodes) = redis_nodes(1, 10).await;
-    let port = api_port(&nodes[0]).await;
+    let port = nodes[0].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "simple.room", None).await;
+    let r = subscribe_recovering(&mut c, "simple.room", None).await;
     assert_eq!(
         r,
         json!({"event": "subscribe", "status": "ok", "subscription": "simple.room"})
@@ -211,7 +177,7 @@ async fn without_history_frames_are_unchanged() {
         m,
         json!({"event": "message", "subscription": "simple.room", "data": 1})
     );
-    subscribe(&mut c, "hist.raw", None).await;
+    subscribe_recovering(&mut c, "hist.raw", None).await;
     redis
         .publish_json("hist.raw", &service_message("hist.raw", json!(2)))
         .await;
@@ -234,17 +200,17 @@ async fn recovery_on_the_embedded_broker() {
         "services": {"hist": history_service(100)},
     }));
     let server = Server::start_config(&cfg).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     let epoch = epoch_of(&mut c, "hist.room").await;
     publish(port, "hist.room", json!(1)).await;
-    assert_eq!(offsets(&mut c, 1).await, vec![(1, json!(1))]);
+    assert_eq!(recv_offsets(&mut c, 1).await, vec![(1, json!(1))]);
     c.close().await;
     for i in 2..=4u64 {
         assert_eq!(publish(port, "hist.room", json!(i)).await, Some(i));
     }
     let mut c = Client::connect(&server.ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 1, "epoch": epoch})),
@@ -252,7 +218,7 @@ async fn recovery_on_the_embedded_broker() {
     .await;
     assert_eq!(r["recovered"], true, "{r}");
     assert_eq!(
-        offsets(&mut c, 3).await,
+        recv_offsets(&mut c, 3).await,
         vec![(2, json!(2)), (3, json!(3)), (4, json!(4))]
     );
     server.stop(secs(10.0)).await;
@@ -269,13 +235,13 @@ async fn the_history_command_returns_the_last_messages() {
         "services": {"hist": history_service(4), "plain": {"require_authentication": false}},
     }));
     let server = Server::start_config(&cfg).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     let epoch = epoch_of(&mut c, "hist.room").await;
     for i in 1..=6u64 {
         publish(port, "hist.room", json!(i)).await;
     }
-    assert_eq!(offsets(&mut c, 6).await.len(), 6);
+    assert_eq!(recv_offsets(&mut c, 6).await.len(), 6);
     let r = c
         .request(&json!({"event": "history", "subscription": "hist.room", "limit": 3}))
         .await;
@@ -314,7 +280,7 @@ async fn the_history_command_returns_the_last_messages() {
         r,
         json!({"event": "history", "status": "error", "error": "Subscription does not exist.", "subscription": "hist.other"})
     );
-    subscribe(&mut c, "plain.room", None).await;
+    subscribe_recovering(&mut c, "plain.room", None).await;
     let r = c
         .request(&json!({"event": "history", "subscription": "plain.room"}))
         .await;
@@ -330,7 +296,7 @@ async fn the_history_command_returns_the_last_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_subscribe_options_narrow_or_turn_off_history() {
     let (_redis, svc, nodes) = redis_nodes(1, 100).await;
-    let port = api_port(&nodes[0]).await;
+    let port = nodes[0].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
     let epoch = epoch_of(&mut c, "narrowed.room").await;
     c.close().await;
@@ -343,25 +309,25 @@ async fn before_subscribe_options_narrow_or_turn_off_history() {
         Reply::json(json!({"status": "ok", "options": {"history": 3}})),
     );
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "narrowed.room", Some(recover.clone())).await;
+    let r = subscribe_recovering(&mut c, "narrowed.room", Some(recover.clone())).await;
     assert_eq!(r["recovered"], false, "5 missed, window 3: {r}");
     c.close().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "narrowed.room",
         Some(json!({"offset": 3, "epoch": epoch})),
     )
     .await;
     assert_eq!(r["recovered"], true, "2 missed, window 3: {r}");
-    assert_eq!(offsets(&mut c, 2).await.len(), 2);
+    assert_eq!(recv_offsets(&mut c, 2).await.len(), 2);
     c.close().await;
     svc.set(
         "/narrowed/before_subscribe",
         Reply::json(json!({"status": "ok", "options": {"history": false}})),
     );
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "narrowed.room", Some(recover)).await;
+    let r = subscribe_recovering(&mut c, "narrowed.room", Some(recover)).await;
     assert_eq!(
         r,
         json!({"event": "subscribe", "status": "ok", "recovered": false, "subscription": "narrowed.room"})

@@ -86,12 +86,6 @@ fn node_config(nats_port: u16) -> Config {
     }))
 }
 
-async fn api_port(server: &Server) -> u16 {
-    server.wait_event("publish API listening", secs(10.0)).await["port"]
-        .as_u64()
-        .unwrap() as u16
-}
-
 async fn publish(port: u16, name: &str, data: Value) {
     let body = json!({"subscription": name, "data": data}).to_string();
     let r = http_request(port, "POST", "/publish", &[], body.as_bytes()).await;
@@ -118,7 +112,7 @@ async fn two_nodes_on_nats_deliver_once_and_ride_out_a_nats_restart() {
         Server::start_config(&cfg).await,
         Server::start_config(&cfg).await,
     );
-    let port_a = api_port(&a).await;
+    let port_a = a.api_port().await;
     let mut ca = Client::connect(&a.ws_url()).await;
     let mut cb = Client::connect(&b.ws_url()).await;
     for c in [&mut ca, &mut cb] {
@@ -222,41 +216,15 @@ async fn publish_offset(port: u16, name: &str, data: Value) -> u64 {
         .unwrap_or_else(|| panic!("no offset: {v}"))
 }
 
-async fn subscribe(c: &mut Client, name: &str, recover: Option<Value>) -> Value {
-    let mut cmd = json!({"event": "subscribe", "subscription": name});
-    if let Some(r) = recover {
-        cmd["recover"] = r;
-    }
-    let r = c.request(&cmd).await;
-    assert_eq!(r["status"], "ok", "{r}");
-    r
-}
-
-/// Receives `n` messages and returns their `(offset, data)`.
-async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
-    c.recv_n(n)
-        .await
-        .into_iter()
-        .map(|m| {
-            assert_eq!(m["event"], "message", "{m}");
-            let offset = m["offset"].as_u64();
-            (
-                offset.unwrap_or_else(|| panic!("no offset: {m}")),
-                m["data"].clone(),
-            )
-        })
-        .collect()
-}
-
 /// A client on node B misses 100 messages published through both nodes, comes back to node B
 /// with `recover` and gets exactly those, then the live ones (some published while it
 /// recovers), in order, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_history_recovers_missed_messages_on_another_node() {
     let (_nats, _store, nodes) = js_nodes(2, 1000).await;
-    let (port_a, port_b) = (api_port(&nodes[0]).await, api_port(&nodes[1]).await);
+    let (port_a, port_b) = (nodes[0].api_port().await, nodes[1].api_port().await);
     let mut c = Client::connect(&nodes[1].ws_url()).await;
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     assert_eq!(r["offset"], 0, "{r}");
     let epoch = r["epoch"].as_str().expect("an epoch").to_owned();
     // The epoch told before the first message is the one the messages carry; the epoch
@@ -283,7 +251,7 @@ async fn jetstream_history_recovers_missed_messages_on_another_node() {
     });
     let mut c = Client::connect(&nodes[1].ws_url()).await;
     let started = std::time::Instant::now();
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 5, "epoch": epoch})),
@@ -299,7 +267,7 @@ async fn jetstream_history_recovers_missed_messages_on_another_node() {
         (json!(5), json!(epoch))
     );
     live.await.unwrap();
-    let got = offsets(&mut c, 120).await;
+    let got = recv_offsets(&mut c, 120).await;
     let want: Vec<(u64, Value)> = (6..=125u64).map(|i| (i, json!(i))).collect();
     assert_eq!(
         got, want,
@@ -316,7 +284,7 @@ async fn jetstream_history_recovers_missed_messages_on_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_concurrent_publishes_get_unique_consecutive_offsets() {
     let (_nats, _store, nodes) = js_nodes(2, 1000).await;
-    let ports = [api_port(&nodes[0]).await, api_port(&nodes[1]).await];
+    let ports = [nodes[0].api_port().await, nodes[1].api_port().await];
     // Subscribed on another service first: the history stream does not exist yet.
     let mut c = Client::connect(&nodes[0].ws_url()).await;
     const TASKS: usize = 8;
@@ -350,7 +318,7 @@ async fn jetstream_concurrent_publishes_get_unique_consecutive_offsets() {
         elapsed.as_secs_f64() * 1000.0
     );
     // The whole history, read back in offset order.
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.race",
         Some(json!({"offset": 0, "epoch": "unknown"})),
@@ -362,14 +330,14 @@ async fn jetstream_concurrent_publishes_get_unique_consecutive_offsets() {
     );
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     let mut c2 = Client::connect(&nodes[1].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c2,
         "hist.race",
         Some(json!({"offset": 0, "epoch": epoch})),
     )
     .await;
     assert_eq!(r["recovered"], true, "{r}");
-    let got: Vec<u64> = offsets(&mut c2, n as usize)
+    let got: Vec<u64> = recv_offsets(&mut c2, n as usize)
         .await
         .iter()
         .map(|g| g.0)
@@ -385,14 +353,14 @@ async fn jetstream_concurrent_publishes_get_unique_consecutive_offsets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_recovery_refused_beyond_the_window() {
     let (_nats, _store, nodes) = js_nodes(1, 10).await;
-    let port = api_port(&nodes[0]).await;
+    let port = nodes[0].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     for i in 1..=30u64 {
         publish_offset(port, "hist.room", json!(i)).await;
     }
-    offsets(&mut c, 30).await;
+    recv_offsets(&mut c, 30).await;
     c.close().await;
     let mut top = 30;
     for (recover, what) in [
@@ -407,13 +375,13 @@ async fn jetstream_recovery_refused_beyond_the_window() {
         ),
     ] {
         let mut c = Client::connect(&nodes[0].ws_url()).await;
-        let r = subscribe(&mut c, "hist.room", Some(recover)).await;
+        let r = subscribe_recovering(&mut c, "hist.room", Some(recover)).await;
         assert_eq!(r["recovered"], false, "{what}: {r}");
         assert_eq!(r["offset"], top, "{what}: {r}");
         c.expect_silence(ms(200)).await;
         let next = publish_offset(port, "hist.room", json!("live")).await;
         assert_eq!(
-            offsets(&mut c, 1).await,
+            recv_offsets(&mut c, 1).await,
             vec![(next, json!("live"))],
             "{what}"
         );
@@ -422,14 +390,14 @@ async fn jetstream_recovery_refused_beyond_the_window() {
     }
     assert_eq!(top, 33);
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 24, "epoch": epoch})),
     )
     .await;
     assert_eq!(r["recovered"], true, "the last 10 are kept: {r}");
-    let got: Vec<u64> = offsets(&mut c, 9).await.iter().map(|g| g.0).collect();
+    let got: Vec<u64> = recv_offsets(&mut c, 9).await.iter().map(|g| g.0).collect();
     assert_eq!(got, (25..=33).collect::<Vec<_>>());
     nodes[0].stop(secs(10.0)).await;
 }
@@ -439,14 +407,14 @@ async fn jetstream_recovery_refused_beyond_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_history_command_and_messages_without_history() {
     let (nats, _store, nodes) = js_nodes(1, 4).await;
-    let port = api_port(&nodes[0]).await;
+    let port = nodes[0].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     for i in 1..=6u64 {
         publish_offset(port, "hist.room", json!(i)).await;
     }
-    assert_eq!(offsets(&mut c, 6).await.len(), 6);
+    assert_eq!(recv_offsets(&mut c, 6).await.len(), 6);
     let r = c
         .request(&json!({"event": "history", "subscription": "hist.room", "limit": 3}))
         .await;
@@ -493,7 +461,7 @@ async fn jetstream_history_command_and_messages_without_history() {
         m,
         json!({"event": "message", "subscription": "hist.room", "data": "raw"})
     );
-    subscribe(&mut c, "chat.plain", None).await;
+    subscribe_recovering(&mut c, "chat.plain", None).await;
     publish(port, "chat.plain", json!(1)).await;
     let m = strip_delivery_meta(c.recv().await);
     assert_eq!(
@@ -514,14 +482,14 @@ async fn jetstream_history_command_and_messages_without_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_new_epoch() {
     let (mut nats, _store, nodes) = js_nodes(1, 100).await;
-    let port = api_port(&nodes[0]).await;
+    let port = nodes[0].api_port().await;
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     for i in 1..=3u64 {
         assert_eq!(publish_offset(port, "hist.room", json!(i)).await, i);
     }
-    offsets(&mut c, 3).await;
+    recv_offsets(&mut c, 3).await;
     c.close().await;
 
     nats.restart();
@@ -546,7 +514,7 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
         sleep_ms(100).await;
     }
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 1, "epoch": epoch})),
@@ -554,7 +522,7 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
     .await;
     assert_eq!(r["recovered"], true, "{r}");
     assert_eq!(
-        offsets(&mut c, 3).await,
+        recv_offsets(&mut c, 3).await,
         vec![(2, json!(2)), (3, json!(3)), (4, json!(4))]
     );
     c.close().await;
@@ -567,7 +535,7 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
     );
     js.delete_stream("socketshark-history-hist").await.unwrap();
     let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe(
+    let r = subscribe_recovering(
         &mut c,
         "hist.room",
         Some(json!({"offset": 4, "epoch": epoch})),
@@ -603,11 +571,11 @@ async fn without_jetstream_history_fails_quickly_and_other_services_work() {
     let nats = Nats::start(free_port());
     nats.wait_ready().await;
     let node = Server::start_config(&history_config(nats.port, 10)).await;
-    let port = api_port(&node).await;
+    let port = node.api_port().await;
     let mut c = Client::connect(&node.ws_url()).await;
     let started = std::time::Instant::now();
     // Subscribed without a position (as when Redis cannot be read), the reason logged.
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     assert_eq!(r.get("epoch"), None, "{r}");
     let log = node.wait_event("history unavailable", secs(5.0)).await;
     assert!(
@@ -619,7 +587,7 @@ async fn without_jetstream_history_fails_quickly_and_other_services_work() {
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body.contains("jetstream"), "{r:?}");
     assert!(started.elapsed() < secs(3.0), "{:?}", started.elapsed());
-    subscribe(&mut c, "chat.room", None).await;
+    subscribe_recovering(&mut c, "chat.room", None).await;
     publish(port, "chat.room", json!(1)).await;
     assert_eq!(c.recv().await["data"], 1);
     node.stop(secs(10.0)).await;
@@ -796,14 +764,14 @@ async fn jetstream_gap_of_a_node_outage_is_recovered_by_the_node() {
     let proxy = Proxy::start(nats.port).await;
     let a = Server::start_config(&history_config(nats.port, 1000)).await;
     let b = Server::start_config(&history_config(proxy.port, 1000)).await;
-    let port_a = api_port(&a).await;
+    let port_a = a.api_port().await;
     let mut c = Client::connect(&b.ws_url()).await;
-    let r = subscribe(&mut c, "hist.room", None).await;
+    let r = subscribe_recovering(&mut c, "hist.room", None).await;
     assert_eq!(r["offset"], 0, "{r}");
     for i in 1..=3u64 {
         assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
     }
-    assert_eq!(offsets(&mut c, 3).await.last().unwrap().0, 3);
+    assert_eq!(recv_offsets(&mut c, 3).await.last().unwrap().0, 3);
 
     proxy.sever();
     b.wait_log(
@@ -820,7 +788,7 @@ async fn jetstream_gap_of_a_node_outage_is_recovered_by_the_node() {
     for i in 21..=25u64 {
         assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
     }
-    let got = offsets(&mut c, 22).await;
+    let got = recv_offsets(&mut c, 22).await;
     let want: Vec<(u64, Value)> = (4..=25u64).map(|i| (i, json!(i))).collect();
     assert_eq!(
         got, want,

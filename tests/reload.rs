@@ -21,12 +21,6 @@ fn config(svc: &MockService, redis: &Redis, on_subscribe: &str, with_gone: bool)
     cfg
 }
 
-async fn api_port(server: &Server) -> u16 {
-    server.wait_event("publish API listening", secs(10.0)).await["port"]
-        .as_u64()
-        .unwrap() as u16
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_services_and_ends_the_subscriptions_of_a_removed_one() {
     let redis = Redis::start().await;
@@ -81,7 +75,7 @@ async fn an_invalid_file_is_refused_with_the_check_config_message_and_changes_no
     let redis = Redis::start().await;
     let svc = MockService::start().await;
     let server = Server::start_config(&config(&svc, &redis, "/a/on_subscribe", true)).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     subscribe_ok(&mut c, "gone.y").await;
 
@@ -129,7 +123,7 @@ async fn admin_reload_over_http_changes_the_log_level() {
     let svc = MockService::start().await;
     let first = config(&svc, &redis, "/a/on_subscribe", true);
     let server = Server::start_config(&first).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut c = Client::connect(&server.ws_url()).await;
     c.request(&json!({"event": "ping"})).await;
     server

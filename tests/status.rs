@@ -4,12 +4,6 @@
 mod common;
 use common::*;
 
-async fn api_port(server: &Server) -> u16 {
-    server.wait_event("publish API listening", secs(10.0)).await["port"]
-        .as_u64()
-        .unwrap() as u16
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_counts_connections_subscriptions_and_messages() {
     let cfg = Config::from_json(json!({
@@ -20,7 +14,7 @@ async fn status_json_counts_connections_subscriptions_and_messages() {
         "services": {"chat": {"require_authentication": false}},
     }));
     let server = Server::start_config(&cfg).await;
-    let port = api_port(&server).await;
+    let port = server.api_port().await;
     let mut a = Client::connect(&server.ws_url()).await;
     let mut b = Client::connect(&server.ws_url()).await;
     subscribe_ok(&mut a, "chat.room").await;
@@ -85,7 +79,7 @@ async fn the_demo_page_on_the_websocket_port() {
             "services": {"demo": {"require_authentication": false}},
         }));
         let server = Server::start_config(&cfg).await;
-        let api = api_port(&server).await;
+        let api = server.api_port().await;
         let ws = server.port();
         let page = http_get(ws, "/").await;
         if demo {

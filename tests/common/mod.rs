@@ -51,6 +51,33 @@ pub use util::{
     secs, sleep_ms, tcp_exchange, unreachable_port, unreachable_url, wait_until, within,
 };
 
+/// Subscribes (with `recover` when given) and expects `ok`; returns the reply (history tests).
+pub async fn subscribe_recovering(c: &mut Client, name: &str, recover: Option<Value>) -> Value {
+    let mut cmd = json!({"event": "subscribe", "subscription": name});
+    if let Some(r) = recover {
+        cmd["recover"] = r;
+    }
+    let r = c.request(&cmd).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    r
+}
+
+/// Receives `n` messages and returns their `(offset, data)` (history tests).
+pub async fn recv_offsets(c: &mut Client, n: usize) -> Vec<(u64, Value)> {
+    c.recv_n(n)
+        .await
+        .into_iter()
+        .map(|m| {
+            assert_eq!(m["event"], "message", "{m}");
+            let offset = m["offset"].as_u64();
+            (
+                offset.unwrap_or_else(|| panic!("no offset: {m}")),
+                m["data"].clone(),
+            )
+        })
+        .collect()
+}
+
 /// The ticket-validation answer of the §21 configuration's default session.
 pub const SESSION_ID: &str = "sess_123";
 

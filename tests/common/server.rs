@@ -338,6 +338,23 @@ impl Server {
 
     /// The Prometheus port from the `metrics listening` line, waiting up to 5 s for it;
     /// None if the configuration has no `[metrics.prometheus]`.
+    /// The publish API's port (`[api]`), from its `publish API listening` log line (10 s).
+    pub async fn api_port(&self) -> u16 {
+        let line = self
+            .wait_log(
+                |l| is_event(l, "publish API listening"),
+                Duration::from_secs(10),
+            )
+            .await;
+        match json_u16(&line["port"]) {
+            Some(p) if p != 0 => p,
+            _ => panic!(
+                "`publish API listening` line without a usable port: {line}\nlog:\n{}",
+                self.log_dump()
+            ),
+        }
+    }
+
     pub async fn metrics_port(&self) -> Option<u16> {
         if !self.has_metrics {
             return None;

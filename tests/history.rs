@@ -50,57 +50,7 @@ async fn epoch_of(c: &mut Client, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_on_the_other_node_after_missing_100_messages() {
     let (_redis, _svc, nodes) = redis_nodes(2, 1000).await;
-    let port_a = nodes[0].api_port().await;
-    let port_b = nodes[1].api_port().await;
-    let mut c = Client::connect(&nodes[0].ws_url()).await;
-    let r = subscribe_recovering(&mut c, "hist.room", None).await;
-    assert_eq!(r["offset"], 0, "{r}");
-    let epoch = r["epoch"].as_str().expect("epoch").to_owned();
-    for i in 1..=5u64 {
-        assert_eq!(publish(port_a, "hist.room", json!(i)).await, Some(i));
-    }
-    let got = recv_offsets(&mut c, 5).await;
-    assert_eq!(
-        got.iter().map(|g| g.0).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
-    );
-    let m = &got[4];
-    assert_eq!(m.1, json!(5));
-    c.close().await;
-
-    // Missed while away, published through both nodes (one history in Redis).
-    for i in 6..=105u64 {
-        let port = if i % 2 == 0 { port_a } else { port_b };
-        assert_eq!(publish(port, "hist.room", json!(i)).await, Some(i));
-    }
-    // Live messages keep coming while the client recovers on node B.
-    let live = tokio::spawn(async move {
-        for i in 106..=125u64 {
-            publish(port_a, "hist.room", json!(i)).await;
-            sleep_ms(5).await;
-        }
-    });
-    let mut c = Client::connect(&nodes[1].ws_url()).await;
-    let r = subscribe_recovering(
-        &mut c,
-        "hist.room",
-        Some(json!({"offset": 5, "epoch": epoch})),
-    )
-    .await;
-    assert_eq!(r["recovered"], true, "{r}");
-    assert_eq!(r["offset"], 5, "{r}");
-    assert_eq!(r["epoch"], epoch.as_str(), "{r}");
-    live.await.unwrap();
-    let got = recv_offsets(&mut c, 120).await;
-    let want: Vec<(u64, Value)> = (6..=125u64).map(|i| (i, json!(i))).collect();
-    assert_eq!(
-        got, want,
-        "every missed message once, in order, then the live ones"
-    );
-    c.expect_silence(ms(300)).await;
-    for n in nodes {
-        n.stop(secs(10.0)).await;
-    }
+    recover_100_missed_on_the_other_node(nodes).await;
 }
 
 /// Recovery is refused when the window no longer holds every missed message, and when the

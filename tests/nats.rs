@@ -205,78 +205,13 @@ async fn js_nodes(nodes: usize, size: usize) -> (Nats, TempDir, Vec<Server>) {
     (nats, store, servers)
 }
 
-/// Publishes through the API; returns the offset it got.
-async fn publish_offset(port: u16, name: &str, data: Value) -> u64 {
-    let body = json!({"subscription": name, "data": data}).to_string();
-    let r = http_request(port, "POST", "/publish", &[], body.as_bytes()).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    let v: Value = serde_json::from_str(&r.body).unwrap();
-    v["offsets"][0]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no offset: {v}"))
-}
-
 /// A client on node B misses 100 messages published through both nodes, comes back to node B
 /// with `recover` and gets exactly those, then the live ones (some published while it
 /// recovers), in order, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_history_recovers_missed_messages_on_another_node() {
     let (_nats, _store, nodes) = js_nodes(2, 1000).await;
-    let (port_a, port_b) = (nodes[0].api_port().await, nodes[1].api_port().await);
-    let mut c = Client::connect(&nodes[1].ws_url()).await;
-    let r = subscribe_recovering(&mut c, "hist.room", None).await;
-    assert_eq!(r["offset"], 0, "{r}");
-    let epoch = r["epoch"].as_str().expect("an epoch").to_owned();
-    // The epoch told before the first message is the one the messages carry; the epoch
-    // marker itself is not delivered.
-    for i in 1..=5u64 {
-        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
-    }
-    let got = c.recv_n(5).await;
-    for (i, m) in got.iter().enumerate() {
-        assert_eq!(m["offset"], i as u64 + 1, "{m}");
-        assert_eq!(m["epoch"], epoch.as_str(), "{m}");
-    }
-    c.close().await;
-
-    for i in 6..=105u64 {
-        let port = if i % 2 == 0 { port_a } else { port_b };
-        assert_eq!(publish_offset(port, "hist.room", json!(i)).await, i);
-    }
-    let live = tokio::spawn(async move {
-        for i in 106..=125u64 {
-            publish_offset(port_a, "hist.room", json!(i)).await;
-            sleep_ms(5).await;
-        }
-    });
-    let mut c = Client::connect(&nodes[1].ws_url()).await;
-    let started = std::time::Instant::now();
-    let r = subscribe_recovering(
-        &mut c,
-        "hist.room",
-        Some(json!({"offset": 5, "epoch": epoch})),
-    )
-    .await;
-    eprintln!(
-        "subscribe recovering 100 messages from JetStream: {:.1} ms to the reply",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    assert_eq!(r["recovered"], true, "{r}");
-    assert_eq!(
-        (r["offset"].clone(), r["epoch"].clone()),
-        (json!(5), json!(epoch))
-    );
-    live.await.unwrap();
-    let got = recv_offsets(&mut c, 120).await;
-    let want: Vec<(u64, Value)> = (6..=125u64).map(|i| (i, json!(i))).collect();
-    assert_eq!(
-        got, want,
-        "every missed message once, in order, then the live ones"
-    );
-    c.expect_silence(ms(300)).await;
-    for n in nodes {
-        n.stop(secs(10.0)).await;
-    }
+    recover_100_missed_on_the_other_node(nodes).await;
 }
 
 /// Both nodes publish to one channel at once (their first publishes also race to create the
@@ -296,7 +231,7 @@ async fn jetstream_concurrent_publishes_get_unique_consecutive_offsets() {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for i in 0..EACH {
-                got.push(publish_offset(port, "hist.race", json!([t, i])).await);
+                got.push(publish_with_offset(port, "hist.race", json!([t, i])).await);
             }
             got
         }));
@@ -358,7 +293,7 @@ async fn jetstream_recovery_refused_beyond_the_window() {
     let r = subscribe_recovering(&mut c, "hist.room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     for i in 1..=30u64 {
-        publish_offset(port, "hist.room", json!(i)).await;
+        publish_with_offset(port, "hist.room", json!(i)).await;
     }
     recv_offsets(&mut c, 30).await;
     c.close().await;
@@ -379,7 +314,7 @@ async fn jetstream_recovery_refused_beyond_the_window() {
         assert_eq!(r["recovered"], false, "{what}: {r}");
         assert_eq!(r["offset"], top, "{what}: {r}");
         c.expect_silence(ms(200)).await;
-        let next = publish_offset(port, "hist.room", json!("live")).await;
+        let next = publish_with_offset(port, "hist.room", json!("live")).await;
         assert_eq!(
             recv_offsets(&mut c, 1).await,
             vec![(next, json!("live"))],
@@ -412,7 +347,7 @@ async fn jetstream_history_command_and_messages_without_history() {
     let r = subscribe_recovering(&mut c, "hist.room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     for i in 1..=6u64 {
-        publish_offset(port, "hist.room", json!(i)).await;
+        publish_with_offset(port, "hist.room", json!(i)).await;
     }
     assert_eq!(recv_offsets(&mut c, 6).await.len(), 6);
     let r = c
@@ -469,7 +404,7 @@ async fn jetstream_history_command_and_messages_without_history() {
         json!({"event": "message", "subscription": "chat.plain", "data": 1})
     );
     assert_eq!(
-        publish_offset(port, "hist.room", json!(7)).await,
+        publish_with_offset(port, "hist.room", json!(7)).await,
         7,
         "the raw message took no offset"
     );
@@ -487,7 +422,7 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
     let r = subscribe_recovering(&mut c, "hist.room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_owned();
     for i in 1..=3u64 {
-        assert_eq!(publish_offset(port, "hist.room", json!(i)).await, i);
+        assert_eq!(publish_with_offset(port, "hist.room", json!(i)).await, i);
     }
     recv_offsets(&mut c, 3).await;
     c.close().await;
@@ -548,7 +483,7 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
     );
     let epoch2 = r["epoch"].as_str().unwrap().to_owned();
     assert_ne!(epoch2, epoch);
-    assert_eq!(publish_offset(port, "hist.room", json!("a")).await, 1);
+    assert_eq!(publish_with_offset(port, "hist.room", json!("a")).await, 1);
     let m = c.recv().await;
     assert_eq!(
         (m["offset"].clone(), m["epoch"].clone()),
@@ -557,7 +492,7 @@ async fn jetstream_history_survives_a_nats_restart_and_a_deleted_stream_means_a_
     );
     // Deleted again: the next publish creates it.
     js.delete_stream("socketshark-history-hist").await.unwrap();
-    assert_eq!(publish_offset(port, "hist.room", json!("b")).await, 1);
+    assert_eq!(publish_with_offset(port, "hist.room", json!("b")).await, 1);
     let m = c.recv().await;
     assert_eq!(m["offset"], 1, "{m}");
     assert_ne!(m["epoch"], json!(epoch2), "{m}");
@@ -769,7 +704,7 @@ async fn jetstream_gap_of_a_node_outage_is_recovered_by_the_node() {
     let r = subscribe_recovering(&mut c, "hist.room", None).await;
     assert_eq!(r["offset"], 0, "{r}");
     for i in 1..=3u64 {
-        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
+        assert_eq!(publish_with_offset(port_a, "hist.room", json!(i)).await, i);
     }
     assert_eq!(recv_offsets(&mut c, 3).await.last().unwrap().0, 3);
 
@@ -780,13 +715,13 @@ async fn jetstream_gap_of_a_node_outage_is_recovered_by_the_node() {
     )
     .await;
     for i in 4..=20u64 {
-        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
+        assert_eq!(publish_with_offset(port_a, "hist.room", json!(i)).await, i);
     }
     proxy.resume();
     b.wait_log(|l| is_event(l, "history gap recovery"), secs(20.0))
         .await;
     for i in 21..=25u64 {
-        assert_eq!(publish_offset(port_a, "hist.room", json!(i)).await, i);
+        assert_eq!(publish_with_offset(port_a, "hist.room", json!(i)).await, i);
     }
     let got = recv_offsets(&mut c, 22).await;
     let want: Vec<(u64, Value)> = (4..=25u64).map(|i| (i, json!(i))).collect();

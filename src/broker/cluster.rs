@@ -26,7 +26,7 @@
 //!   SSUBSCRIBE is harmless) and recovers the gap from history where there is one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ pub struct ClusterBroker {
     /// Set when a moved channel could not be subscribed again: ends the message stream.
     moved_failed: watch::Sender<bool>,
     /// Set by [`Broker::lost`], cleared by [`Broker::recovered`].
-    lost: Mutex<bool>,
+    lost: AtomicBool,
     /// Counts recoveries, as the single-Redis broker does.
     recoveries: watch::Sender<u64>,
     ping: Option<(Duration, Duration)>,
@@ -119,7 +119,7 @@ pub async fn connect(cfg: &RedisConfig, label: &str) -> Result<Connected, String
         moved_failed: watch::Sender::new(false),
         inflight: Arc::new(Mutex::new(HashMap::new())),
         next_id: AtomicU64::new(0),
-        lost: Mutex::new(false),
+        lost: AtomicBool::new(false),
         recoveries: watch::Sender::new(0),
         ping,
     });
@@ -289,6 +289,11 @@ impl ClusterBroker {
             let mut delay = Duration::from_millis(50);
             let since = tokio::time::Instant::now();
             loop {
+                if self.inflight.lock().unwrap().contains_key(&channel) {
+                    // The hub let the channel go meanwhile: subscribing it again would leak
+                    // it (if the hub takes it again, its own subscribe does that).
+                    return;
+                }
                 match self.ssubscribe(&channel).await {
                     Ok(()) => return,
                     Err(e) if since.elapsed() >= OUTAGE_WAIT => {
@@ -353,7 +358,7 @@ impl Broker for ClusterBroker {
 
     fn subscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
         let seen = *self.recoveries.borrow();
-        let lost = *self.lost.lock().unwrap();
+        let lost = self.lost.load(Ordering::SeqCst);
         if self.on_loss == OnLoss::Shutdown {
             return self.ordered_ssubscribe(channel);
         }
@@ -458,7 +463,7 @@ impl Broker for ClusterBroker {
     }
 
     fn lost(&self) {
-        *self.lost.lock().unwrap() = true;
+        self.lost.store(true, Ordering::SeqCst);
     }
 
     fn reconnect(self: Arc<Self>) -> BoxFuture<Result<BoxStream<'static, Incoming>, String>> {
@@ -483,7 +488,7 @@ impl Broker for ClusterBroker {
     }
 
     fn recovered(&self) {
-        *self.lost.lock().unwrap() = false;
+        self.lost.store(false, Ordering::SeqCst);
         self.recoveries.send_modify(|n| *n += 1);
     }
 }

@@ -201,6 +201,10 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> Result<Connecte
         .await
         .map_err(|_| "nats: the first PING timed out".to_owned())?
         .map_err(|e| format!("nats: {e}"))?;
+    // Connected now, whether or not async-nats's first `Connected` event has been handled yet
+    // (it is delivered asynchronously): the feed must not hold messages waiting for it. That
+    // event then finds the link up and counts no reconnection.
+    link.send_if_modified(|l| !std::mem::replace(&mut l.up, true));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
     Ok(Connected {

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod memory;
 pub mod nats;
 pub mod redis;
+pub mod subscriber;
 
 use std::future::Future;
 use std::pin::Pin;

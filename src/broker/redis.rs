@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use tokio::sync::watch;
 
+use super::subscriber::{self, Handle};
 use super::{BoxFuture, Broker, Connected, History, Incoming};
 use crate::config::{OnLoss, RedisConfig};
 
@@ -85,15 +86,21 @@ const RESUBSCRIBE_BATCH: usize = 1000;
 pub struct RedisBroker {
     label: String,
     prefix: String,
+    /// For the command connection.
     client: redis::Client,
+    /// The subscriber connection's address and database.
+    host: String,
+    port: u16,
+    db: i64,
     /// `label: host:port`, for errors.
     at: String,
     /// Whether to open a command connection (the HTTP publish API or history is on).
     publish: bool,
     scripts: Scripts,
     on_loss: OnLoss,
-    /// The current subscriber connection; `None` while it is lost (`on_loss = "reconnect"`).
-    link: Mutex<Option<PubSubSink>>,
+    /// The current subscriber connection (ours: `broker::subscriber`); `None` while it is lost
+    /// (`on_loss = "reconnect"`).
+    link: Mutex<Option<Handle>>,
     /// A second, ordinary connection for PUBLISH and history (a subscriber connection cannot
     /// run commands); only opened when the HTTP publish API or history is on. Kept while the
     /// subscriber connection is lost (a dead one fails on its own); replaced on reconnection.
@@ -103,8 +110,9 @@ pub struct RedisBroker {
     ping: Option<(Duration, Duration)>,
 }
 
-/// Connects, selects the database, and checks that Redis supports PING in subscriber mode
-/// (Redis >= 3.2) (R-RED-1). (With `cluster` set, `broker::cluster::connect` is used instead.)
+/// Connects, checks that Redis supports PING in subscriber mode (Redis >= 3.2) and selects the
+/// database (R-RED-1): the subscriber connection is ours (`broker::subscriber`); the command
+/// connection, when there is one, redis-rs's. (With `cluster` set, `broker::cluster::connect` is used instead.)
 pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Connected, String> {
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)
@@ -122,6 +130,9 @@ pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Co
         label: label.to_owned(),
         prefix: cfg.channel_prefix.clone(),
         client,
+        host: cfg.host.clone(),
+        port: cfg.port.0,
+        db: cfg.db,
         at: format!("{label}: {}:{}", cfg.host, cfg.port.0),
         publish,
         on_loss: cfg.on_loss,
@@ -139,30 +150,25 @@ impl RedisBroker {
     /// Opens a connection (and the publisher), checks PING in subscriber mode, installs it and
     /// returns its message stream.
     async fn open(&self) -> Result<BoxStream<'static, Incoming>, String> {
-        let (label, at) = (&self.label, &self.at);
-        let pubsub = within(at, self.client.get_async_pubsub()).await?;
-        let (mut sink, stream) = pubsub.split();
+        let at = &self.at;
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let (handle, messages) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            subscriber::connect(host, self.port, self.db),
+        )
+        .await
+        .map_err(|_| format!("{at}: connecting timed out"))?
+        .map_err(|e| format!("{at}: {e}"))?;
         let publisher = if self.publish {
             Some(within(at, self.client.get_multiplexed_async_connection()).await?)
         } else {
             None
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<redis::Value>())
-            .await
-            .map_err(|_| format!("{label}: PING timed out"))?
-            .map_err(|e| {
-                format!("{label}: PING in subscriber mode failed (Redis >= 3.2 required): {e}")
-            })?;
-        *self.link.lock().unwrap() = Some(sink);
+        *self.link.lock().unwrap() = Some(handle);
         if publisher.is_some() {
             *self.publisher.lock().unwrap() = publisher;
         }
-        Ok(stream
-            .map(|msg| Incoming {
-                channel: msg.get_channel_name().to_owned(),
-                payload: msg.get_payload_bytes().to_vec(),
-            })
-            .boxed())
+        Ok(messages.boxed())
     }
 
     /// The command connection, or why there is none.
@@ -174,7 +180,7 @@ impl RedisBroker {
             .ok_or_else(|| "this broker was connected without a publisher".to_owned())
     }
 
-    fn sink(&self) -> Option<PubSubSink> {
+    fn sink(&self) -> Option<Handle> {
         self.link.lock().unwrap().clone()
     }
 }
@@ -262,10 +268,9 @@ impl Broker for RedisBroker {
 
     fn subscribe(&self, channel: &str) -> BoxFuture<Result<(), String>> {
         let seen = *self.recoveries.borrow();
-        let issued = self.sink().map(|mut sink| {
-            let channel = channel.to_owned();
-            issue_now(async move { sink.subscribe(&channel).await.map_err(|e| e.to_string()) })
-        });
+        let issued = self
+            .sink()
+            .map(|sink| sink.subscribe(vec![channel.to_owned()]));
         if self.on_loss == OnLoss::Shutdown {
             return issued.unwrap_or_else(|| Box::pin(std::future::ready(Err(lost()))));
         }
@@ -276,15 +281,11 @@ impl Broker for RedisBroker {
     }
 
     fn unsubscribe(&self, channel: &str) {
-        let Some(mut sink) = self.sink() else {
-            // Lost: the next connection subscribes only the channels still held.
-            return;
-        };
-        let channel = channel.to_owned();
-        // Queued now; the confirmation is not awaited.
-        drop(issue_now(async move {
-            let _ = sink.unsubscribe(&channel).await;
-        }));
+        // Lost: the next connection subscribes only the channels still held.
+        if let Some(sink) = self.sink() {
+            // Queued now; the confirmation is not awaited.
+            sink.unsubscribe(channel.to_owned());
+        }
     }
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
@@ -349,15 +350,10 @@ impl Broker for RedisBroker {
     }
 
     fn ping(&self) -> BoxFuture<Result<(), String>> {
-        let Some(mut sink) = self.sink() else {
-            return Box::pin(std::future::ready(Err(lost())));
-        };
-        issue_now(async move {
-            sink.ping::<redis::Value>()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        match self.sink() {
+            Some(sink) => sink.ping(),
+            None => Box::pin(std::future::ready(Err(lost()))),
+        }
     }
 
     fn ping_settings(&self) -> Option<(Duration, Duration)> {
@@ -369,7 +365,7 @@ impl Broker for RedisBroker {
     }
 
     fn lost(&self) {
-        // Dropping the sink here and the stream in the feed ends the connection's driver task,
+        // Dropping the handle here or the stream in the feed ends the connection's task,
         // which fails every request still waiting on it. The publisher stays: if Redis is
         // gone it fails by itself, and if only the subscriber connection was lost it still works.
         self.link.lock().unwrap().take();
@@ -385,10 +381,7 @@ impl Broker for RedisBroker {
         };
         let batches: Vec<_> = channels
             .chunks(RESUBSCRIBE_BATCH)
-            .map(|batch| {
-                let (mut sink, batch) = (sink.clone(), batch.to_vec());
-                issue_now(async move { sink.subscribe(batch).await.map_err(|e| e.to_string()) })
-            })
+            .map(|batch| sink.subscribe(batch.to_vec()))
             .collect();
         Box::pin(async move {
             for b in batches {

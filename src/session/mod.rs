@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
@@ -45,10 +44,12 @@ mod outbox;
 mod periodic;
 mod presence;
 mod published;
+mod subs;
 mod subscribe;
 mod unsubscribe;
 
 use periodic::Periodic;
+use subs::Subs;
 
 pub use outbox::{Out, Outbox, Taken, clock_ms};
 
@@ -189,8 +190,8 @@ struct State {
     auth: Fields,
     /// Active subscriptions in subscription order (R-END-2 removes them in reverse), keyed by
     /// the hub's channel (which holds the name: one copy per channel, not per subscription).
-    /// The map is shrunk to fit after an insert (`subscribe`), so the 32-byte `Sub` is inline.
-    subs: IndexMap<ChannelRef, Sub, foldhash::fast::RandomState>,
+    /// Shrunk to fit after an insert (`subscribe`): 32 bytes a subscription (`subs`).
+    subs: Subs<ChannelRef, Sub>,
     /// The name being subscribed (R-SUB-6..9; commands run one at a time, so there is at most
     /// one) and the messages buffered for it (R-SUB-10). Boxed: 48 bytes an idle session does
     /// not need.

@@ -243,9 +243,8 @@ impl Session {
                 self.schedule_periodic(&mut sub, name, Periodic::Heartbeat, true);
             }
             st.subs.insert(channel, sub);
-            // The map grows by several entries at a time; a session with few subscriptions
-            // keeps exactly what it holds (one subscription: 166 -> about 100 bytes). Not for
-            // many: shrinking rehashes them all.
+            // The list grows by several entries at a time; a session with few subscriptions
+            // keeps exactly what it holds. Not for many: shrinking copies them all.
             if st.subs.len() <= 16 {
                 st.subs.shrink_to_fit();
             }

@@ -6,6 +6,8 @@
 #   WRITE_COALESCE=0 bash bench/profile.sh    # ws.write_coalesce (default 0.005 s)
 #   SYSCALLS=1 bash bench/profile.sh          # count the server's socket syscalls per second instead
 #   BARE=1 bash bench/profile.sh              # profile socketshark-bare (the bare tokio forwarder)
+#   CALLGRAPH=dwarf bash bench/profile.sh     # call graphs through DWARF (release builds have no
+#                                             # frame pointers: `-g` alone names no callers)
 # Same placement as compare.sh: server on CPU 0, load tool and redis-server on CPU 1. Prints the
 # load tool's JSON line, the share of the server's samples per DSO (kernel vs our binary vs libc)
 # and the top symbols (self time), and leaves perf.data in the work directory it names.
@@ -72,7 +74,7 @@ if [ -n "${SYSCALLS:-}" ]; then
   awk -F, -v d=$((DURATION / 2)) '/syscalls:/ { printf "%-32s %12.0f\n", $3, $1 / d }' "$WORK/syscalls.csv"
   exit 0
 fi
-perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2)) 2>"$WORK/perf.err" || true
+perf record -q --call-graph "${CALLGRAPH:-fp}" -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep $((DURATION / 2)) 2>"$WORK/perf.err" || true
 wait "$BENCH_PID" || true
 cat "$WORK/bench.json"
 echo "--- server samples by DSO"

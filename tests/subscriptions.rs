@@ -300,6 +300,62 @@ async fn t18_published_message_is_delivered_with_metadata() {
     c.expect_silence(QUIET).await;
 }
 
+/// The Redis subscriber connection (ours, `broker::subscriber`) reads a message far larger than
+/// one socket read (2 MiB, taken over many reads) whole, and the small messages published right
+/// behind it in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_published_message_and_the_next_ones_arrive_whole_and_in_order() {
+    let env = TestEnv::start().await;
+    let mut c = env.client().await;
+    subscribe_ok(&mut c, "simple.topic").await;
+    env.redis.wait_channels(&["simple.topic"], WAIT).await;
+    let big = json!("x".repeat(2 << 20));
+    let ch = "simple.topic";
+    env.redis
+        .publish_json(ch, &service_message(ch, big.clone()))
+        .await;
+    for i in 0..50 {
+        env.redis
+            .publish_json(ch, &service_message(ch, json!(i)))
+            .await;
+    }
+    expect_msg(&mut c, ch, &big).await;
+    for i in 0..50 {
+        expect_msg(&mut c, ch, &json!(i)).await;
+    }
+}
+
+/// A burst of subscribes, which the subscriber connection writes to Redis together: each is
+/// confirmed, and each channel is live when its client is told `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_subscribes_is_confirmed_and_live() {
+    let env = TestEnv::start().await;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(env.client().await);
+    }
+    let replies =
+        futures_util::future::join_all(clients.iter_mut().enumerate().map(|(i, c)| async move {
+            c.request(&json!({"event": "subscribe", "subscription": format!("simple.t{i}")}))
+                .await
+        }))
+        .await;
+    for r in &replies {
+        assert_eq!(r["status"], json!("ok"), "{r}");
+    }
+    for i in 0..40 {
+        let ch = format!("simple.t{i}");
+        let n = env
+            .redis
+            .publish_json(&ch, &service_message(&ch, json!(i)))
+            .await;
+        assert_eq!(n, 1, "{ch}: one Redis subscriber");
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        expect_msg(c, &format!("simple.t{i}"), &json!(i)).await;
+    }
+}
+
 /// T-19 (R-PUB-4, R-PUB-5): a message for another subscription on the channel is not delivered;
 /// a non-JSON payload is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,19 @@ CON = f"connect {E['CONNECT_CLIENTS']} clients"
 IDLE = f"idle {E['IDLE_CLIENTS']} clients x {E['IDLE_SUBS']} sub"
 ECHO = f"echo {E['ECHO_CLIENTS']} clients, {E['ECHO_DURATION']} s"
 
+# A row computed from the whole JSON line by its transform, with a ratio (a `None` path: without).
+COMPUTED = ("*",)
+
+
+def per_connect_us(d):
+    """Server CPU time per connect + subscribe: cores used over the run / connects per second."""
+    cores = get(d, "cpu_cores", "server")
+    rate = d.get("connects_per_s")
+    if not isinstance(cores, (int, float)) or not rate:
+        return None
+    return cores / rate * 1e6
+
+
 # (scenario label, file, metric label, path into the JSON, kb->MiB etc. transform)
 ROWS = []
 for label, f in ((F1, "fanout1"), (F2, "fanout2")):
@@ -83,6 +96,11 @@ ROWS += [
     (CON, "connect", "subscribe latency p50, ms ↓", ("subscribe_latency", "p50_ms"), None),
     (CON, "connect", "subscribe latency p99, ms ↓", ("subscribe_latency", "p99_ms"), None),
     (CON, "connect", "server CPU, cores (of 1)", ("cpu_cores", "server"), None),
+    (CON, "connect", "load-tool CPU, cores (of 1)", ("cpu_cores", "bench"), None),
+    (CON, "connect", "CPU 1 busy (load tool + redis)", ("cpu_cores", "cpu1"), None),
+    # When CPU 1 is saturated the rate is the load tool's: the server's cost per connect is then
+    # the figure that compares the servers.
+    (CON, "connect", "server CPU per connect + subscribe, µs ↓", COMPUTED, lambda d: per_connect_us(d)),
     (IDLE, "idle", "RSS per connection, KiB ↓", ("rss_per_conn_kib",), None),
     (IDLE, "idle", "RSS at start, MiB ↓", ("rss_before_kib",), lambda v: v / 1024),
     (IDLE, "idle", "RSS with all clients, MiB ↓", ("rss_after_kib",), lambda v: v / 1024),
@@ -157,7 +175,7 @@ def rows(spec, with_bare=False):
         vals = []
         for kind in KINDS:
             d = load(kind, f)
-            if path is None:
+            if path is None or path == COMPUTED:
                 v = tr(d) if d is not None else None
             else:
                 v = get(d, *path)

@@ -2287,6 +2287,34 @@ async fn r_red_1_redis_alt_unreachable_fails_startup() {
     assert_redis_startup_failure(&cfg).await;
 }
 
+/// R-RED-1: the subscriber connection selects `redis.db`: a database Redis does not have fails
+/// startup (with SELECT's error in the line); an existing non-zero one works (PUB/SUB does not
+/// depend on it: a message published from database 0 is delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_red_1_redis_db_is_selected() {
+    let redis = Redis::start().await;
+    let cfg = base_config_for(redis.port(), "http://127.0.0.1:1").with("redis.db", 99);
+    assert_redis_startup_failure(&cfg).await;
+    let (_, stderr) = Server::start_expect_failure(&cfg.toml(), secs(15.0)).await;
+    assert!(stderr.contains("SELECT 99"), "{stderr}");
+
+    let cfg = base_config_for(redis.port(), "http://127.0.0.1:1").with("redis.db", 3);
+    let server = Server::start_config(&cfg).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    let r = c
+        .request(&json!({"event": "subscribe", "subscription": "simple.topic"}))
+        .await;
+    assert_eq!(r["status"], json!("ok"), "{r}");
+    redis
+        .publish_json(
+            "simple.topic",
+            &json!({"subscription": "simple.topic", "data": 1}),
+        )
+        .await;
+    let m = c.recv().await;
+    assert_eq!(m["data"], json!(1), "{m}");
+}
+
 /// R-CFG-5: the WebSocket port cannot be bound → non-zero exit, no ready line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r_cfg_5_websocket_port_taken_fails_startup() {

@@ -112,7 +112,8 @@ pub struct RedisBroker {
 
 /// Connects, checks that Redis supports PING in subscriber mode (Redis >= 3.2) and selects the
 /// database (R-RED-1): the subscriber connection is ours (`broker::subscriber`); the command
-/// connection, when there is one, redis-rs's. (With `cluster` set, `broker::cluster::connect` is used instead.)
+/// connection, when there is one, redis-rs's. (With `cluster` set, `broker::cluster::connect`
+/// is used instead.)
 pub async fn connect(cfg: &RedisConfig, label: &str, publish: bool) -> Result<Connected, String> {
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)

@@ -286,14 +286,19 @@ enum Item<'a> {
     Bulk(Option<&'a [u8]>),
 }
 
-/// A reply: one item, or an array of at most [`MAX_ITEMS`] items (`pmessage` has four).
+/// A reply: one item, or an array of at most [`MAX_ITEMS`] items (`pmessage` has four), kept
+/// inline: no allocation per message.
 #[derive(Debug, PartialEq)]
 enum Frame<'a> {
     One(Item<'a>),
-    Array(Vec<Item<'a>>),
+    Array([Item<'a>; MAX_ITEMS], usize),
 }
 
 const MAX_ITEMS: usize = 4;
+
+/// Redis's own limit on a bulk string (`proto-max-bulk-len`, 512 MiB): a longer one means the
+/// peer is not speaking RESP, and waiting for it would grow the buffer without end.
+const MAX_BULK: i64 = 512 * 1024 * 1024;
 
 /// Handles every complete frame in `buf` (and removes it): messages go to `batch`, answers
 /// resolve the oldest pending request. An error ends the connection.
@@ -318,7 +323,7 @@ fn answer(
 ) -> Result<(), String> {
     let unexpected = |what: &str| format!("unexpected reply from redis: {what}");
     match frame {
-        Frame::Array(items) => match items.as_slice() {
+        Frame::Array(items, len) => match &items[..len] {
             [
                 Item::Bulk(Some(b"message")),
                 Item::Bulk(Some(channel)),
@@ -416,18 +421,18 @@ fn parse(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, String> {
     if !(0..=MAX_ITEMS as i64).contains(&count) {
         return Err(format!("unexpected reply from redis: an array of {count}"));
     }
-    let mut items = Vec::with_capacity(count as usize);
-    for _ in 0..count {
+    let mut items = [const { Item::Bulk(None) }; MAX_ITEMS];
+    for slot in items.iter_mut().take(count as usize) {
         if buf.get(at) == Some(&b'*') {
             return Err("unexpected reply from redis: a nested array".to_owned());
         }
         let Some((it, n)) = item(&buf[at..])? else {
             return Ok(None);
         };
-        items.push(it);
+        *slot = it;
         at += n;
     }
-    Ok(Some((Frame::Array(items), at)))
+    Ok(Some((Frame::Array(items, count as usize), at)))
 }
 
 /// One non-array item at the start of `buf`, and its length.
@@ -446,6 +451,11 @@ fn item(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, String> {
             let len = number(text)?;
             if len < 0 {
                 return Ok(Some((Item::Bulk(None), end)));
+            }
+            if len > MAX_BULK {
+                return Err(format!(
+                    "malformed reply from redis: a bulk string of {len} bytes"
+                ));
             }
             let len = len as usize;
             if buf.len() < end + len + 2 {
@@ -604,6 +614,7 @@ mod tests {
             b"$3\r\nabcde",
             b":x\r\n",
             b"!3\r\n",
+            b"$99999999999\r\n",
         ] {
             let mut buf = BytesMut::from(bad);
             let (reply, _) = oneshot::channel();

@@ -41,15 +41,13 @@ impl Index {
     }
 
     fn build<K: Borrow<str>, V>(entries: &[(K, V)]) -> Box<Index> {
-        let mut index = Box::new(Index {
-            table: HashTable::with_capacity(entries.len()),
-            hasher: foldhash::fast::RandomState::default(),
-        });
+        let hasher = foldhash::fast::RandomState::default();
+        let rehash = |&j: &u32| hasher.hash_one(entries[j as usize].0.borrow());
+        let mut table = HashTable::with_capacity(entries.len());
         for (i, (ch, _)) in entries.iter().enumerate() {
-            let h = index.hash(ch.borrow());
-            index.table.insert_unique(h, i as u32, |_| 0);
+            table.insert_unique(hasher.hash_one(ch.borrow()), i as u32, rehash);
         }
-        index
+        Box::new(Index { table, hasher })
     }
 }
 

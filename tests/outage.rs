@@ -243,8 +243,20 @@ async fn a_subscribe_during_a_long_outage_fails_after_10_s_and_the_session_stays
 /// With history (issue 14) every message acknowledged by `POST /publish` reaches every
 /// subscriber exactly once and in order, including those published while the server was
 /// reconnecting: after the outage the server reads the gap from each channel's history.
-async fn nothing_lost_with_history(outage: Outage) {
-    let name = outage.name();
+///
+/// One exception, Redis's and not ours, when Redis is killed and comes back empty
+/// (`keep_data` false): Redis writes a command's reply before the messages it published (the
+/// publisher's socket is first in its queue of pending writes; `strace` of redis-server 7.0
+/// shows `write(":1")` then `write("*3 message ...")`), so a SIGKILL between the two loses a
+/// message it acknowledged, and its history with it. At most one message can be lost that way,
+/// the last one acknowledged before the outage, and then for every subscriber of its channel.
+/// A Redis that keeps its data (append-only file) gives it back from history: nothing is lost.
+async fn nothing_lost_with_history(outage: Outage, keep_data: bool) {
+    let name = match (outage, keep_data) {
+        (Outage::Kill, true) => "kill (data kept)",
+        (Outage::Kill, false) => "kill (restarted empty)",
+        (o, _) => o.name(),
+    };
     const CHANNELS: usize = 4;
     let env = TestEnv::start_with(|cfg| {
         reconnecting(cfg);
@@ -275,6 +287,8 @@ async fn nothing_lost_with_history(outage: Outage) {
     let stop2 = stop.clone();
     let publisher = tokio::spawn(async move {
         let mut acked: Vec<Vec<u64>> = vec![Vec::new(); CHANNELS];
+        // The last message acknowledged before the first failure.
+        let mut last_before_outage = None;
         let mut seq = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             let ch = format!("hist.c{}", seq as usize % CHANNELS);
@@ -286,12 +300,18 @@ async fn nothing_lost_with_history(outage: Outage) {
                 sleep_ms(5).await;
             } else {
                 assert_eq!(r.status, 503, "{r:?}");
+                if last_before_outage.is_none() {
+                    last_before_outage = Some(seq.checked_sub(1));
+                }
                 sleep_ms(50).await;
             }
         }
-        acked
+        (acked, last_before_outage.flatten())
     });
     sleep_ms(1000).await;
+    if keep_data {
+        env.redis.keep_data().await;
+    }
     let mark = env.server.log_mark();
     outage.start(&env.redis).await;
     outage.end(&env.redis).await;
@@ -301,12 +321,16 @@ async fn nothing_lost_with_history(outage: Outage) {
         .await;
     sleep_ms(1000).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = publisher.await.unwrap();
+    let (acked, last_before_outage) = publisher.await.unwrap();
     let gap = env.server.find_logs("history gap recovery");
     eprintln!("{name}: {back}\n{name}: {gap:?}");
     let total: usize = acked.iter().map(Vec::len).sum();
+    // Lost with a Redis killed between its reply and its PUBLISH write (see above): which
+    // clients of its channel missed it.
+    let may_lose = last_before_outage.filter(|_| matches!(outage, Outage::Kill) && !keep_data);
+    let mut missed = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
-        let want = &acked[i % CHANNELS];
+        let mut want = acked[i % CHANNELS].clone();
         let got = c.recv_all(ms(500)).await;
         // Each message once: within an epoch the offsets follow each other without a gap or
         // a repeat (Redis restarted empty starts a new epoch at 1).
@@ -317,7 +341,14 @@ async fn nothing_lost_with_history(outage: Outage) {
                 Some((e, o)) if e == epoch => {
                     assert_eq!(offset, o + 1, "{name}: client {i}: {o} then {offset}")
                 }
-                Some(_) => assert_eq!(offset, 1, "{name}: client {i}: a new epoch at {offset}"),
+                Some(_) => {
+                    // A Redis that kept its data keeps its histories' epochs.
+                    assert!(
+                        !keep_data,
+                        "{name}: client {i}: a new epoch after a restart"
+                    );
+                    assert_eq!(offset, 1, "{name}: client {i}: a new epoch at {offset}")
+                }
                 None => {}
             }
             last = Some((epoch.to_owned(), offset));
@@ -327,23 +358,43 @@ async fn nothing_lost_with_history(outage: Outage) {
         // the same data, delivered after it. Every acknowledged one arrives, in order.
         let mut data: Vec<u64> = got.iter().map(|m| m["data"].as_u64().unwrap()).collect();
         data.dedup();
+        if let Some(lost) = may_lose.filter(|&s| s as usize % CHANNELS == i % CHANNELS) {
+            if !data.contains(&lost) {
+                want.retain(|&s| s != lost);
+            }
+            missed.push(!data.contains(&lost));
+        }
         assert_eq!(
-            &data, want,
+            data, want,
             "{name}: client {i} ({total} acknowledged in all)"
         );
         assert!(!c.is_closed(), "{name}: client {i} was disconnected");
+    }
+    if let Some(lost) = may_lose {
+        eprintln!(
+            "{name}: message {lost} (the last acknowledged before the outage) missed: {missed:?}"
+        );
+        assert!(
+            missed.iter().all(|&m| m == missed[0]),
+            "{name}: message {lost} reached only some of its channel's clients: {missed:?}"
+        );
     }
     env.server.stop(secs(10.0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_history_nothing_is_lost_when_redis_is_killed_and_restarted() {
-    nothing_lost_with_history(Outage::Kill).await;
+async fn with_history_nothing_is_lost_when_redis_is_killed_and_restarted_with_its_data() {
+    nothing_lost_with_history(Outage::Kill, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_history_a_redis_killed_and_restarted_empty_loses_at_most_its_last_acknowledged() {
+    nothing_lost_with_history(Outage::Kill, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_history_nothing_is_lost_when_redis_is_frozen() {
-    nothing_lost_with_history(Outage::Freeze).await;
+    nothing_lost_with_history(Outage::Freeze, false).await;
 }
 
 /// The gap recovery made deterministic: Redis refuses SUBSCRIBE (ACL) and the server's

@@ -2,6 +2,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -10,11 +11,14 @@ use super::util::{TempDir, free_port};
 
 const NOT_FOUND: &str = "redis-server not found: install it (apt-get install -y redis-server)";
 
-/// A `redis-server` on its own port (127.0.0.1), no persistence, cwd a temp dir.
-/// Killed (SIGKILL) on Drop. All methods take `&self`, so it can be shared freely.
+/// A `redis-server` on its own port (127.0.0.1), no persistence (until [`Redis::keep_data`]),
+/// cwd a temp dir. Killed (SIGKILL) on Drop. All methods take `&self`, so it can be shared
+/// freely.
 pub struct Redis {
     port: u16,
     dir: TempDir,
+    /// Restarts load the append-only file (set by [`Redis::keep_data`]).
+    persistent: AtomicBool,
     child: Mutex<Option<Child>>,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
@@ -27,10 +31,11 @@ impl Redis {
         for _ in 0..5 {
             let dir = TempDir::new("redis");
             let port = free_port();
-            let child = spawn_redis(&dir, port);
+            let child = spawn_redis(&dir, port, false);
             let redis = Redis {
                 port,
                 dir,
+                persistent: AtomicBool::new(false),
                 child: Mutex::new(Some(child)),
                 conn: tokio::sync::Mutex::new(None),
             };
@@ -254,6 +259,36 @@ impl Redis {
         }
     }
 
+    /// Turns on the append-only file (`appendfsync always`) and waits until it is written, so
+    /// that a [`Redis::restart`], even after a SIGKILL, comes back with every write it
+    /// acknowledged.
+    pub async fn keep_data(&self) {
+        let _: () = self.query(&["CONFIG", "SET", "appendonly", "yes"]).await;
+        self.persistent.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = self.query(&["INFO", "persistence"]).await;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            if field("aof_enabled") == "1"
+                && field("aof_rewrite_in_progress") == "0"
+                && field("aof_rewrite_scheduled") == "0"
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis did not write its append-only file within 10 s:\n{info}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGSTOP: the server stops answering anything (connections stay open).
     pub fn freeze(&self) {
         self.signal(libc::SIGSTOP);
@@ -270,7 +305,11 @@ impl Redis {
         *self.conn.lock().await = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let child = spawn_redis(&self.dir, self.port);
+            let child = spawn_redis(
+                &self.dir,
+                self.port,
+                self.persistent.load(Ordering::Relaxed),
+            );
             *self.child.lock().unwrap() = Some(child);
             match self.wait_ready(Duration::from_secs(10)).await {
                 Ok(()) => return,
@@ -317,7 +356,7 @@ async fn connect(port: u16, timeout: Duration) -> redis::RedisResult<Multiplexed
         .await
 }
 
-fn spawn_redis(dir: &TempDir, port: u16) -> Child {
+fn spawn_redis(dir: &TempDir, port: u16, persistent: bool) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -333,7 +372,9 @@ fn spawn_redis(dir: &TempDir, port: u16) -> Child {
         "--save",
         "",
         "--appendonly",
-        "no",
+        if persistent { "yes" } else { "no" },
+        "--appendfsync",
+        "always",
         "--daemonize",
         "no",
     ])

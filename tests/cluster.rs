@@ -314,3 +314,55 @@ async fn a_lost_master_with_on_loss_shutdown_closes_the_clients() {
         "the loss is logged"
     );
 }
+
+/// A session leaves a channel while its slot moves: the server, which subscribes a moved
+/// channel again, must not leave it subscribed on the new owner once nobody holds it (a
+/// leak Redis would keep until the connection closes). The unsubscribe is sent at the same
+/// time as the old owner lets the slot go, in many rounds, to land in every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_left_while_its_slot_moves_is_not_left_subscribed() {
+    const ROUNDS: usize = 30;
+    let cluster = RedisCluster::start(3, 0).await;
+    let server = Server::start_config(&node_config(&cluster, "reconnect")).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    let masters = cluster.master_ports().await;
+    let mut moves = Vec::new();
+    for round in 0..ROUNDS {
+        // A new channel each round, so each round starts from a channel held on its owner.
+        let name = format!("chat.race{round}");
+        subscribe_ok(&mut c, &name).await;
+        let from = cluster.master_of(&name).await;
+        let to = *masters.iter().find(|p| **p != from).unwrap();
+        let unsubscribe = json!({"event": "unsubscribe", "subscription": name});
+        moves.push((from, to));
+        let delay = ms((round % 6) as u64);
+        let r = cluster
+            .migrate_slot_racing(&name, to, async {
+                tokio::time::sleep(delay).await;
+                c.request(&unsubscribe).await
+            })
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+    // Let every re-subscription and unsubscription finish.
+    sleep_ms(1000).await;
+    let mut leaked = Vec::new();
+    for (round, fromto) in moves.iter().enumerate() {
+        let name = format!("chat.race{round}");
+        let n = cluster.shard_subscribers(&name).await;
+        if !n.is_empty() {
+            leaked.push((name, fromto, n));
+        }
+    }
+    let moved = server.find_logs("redis cluster: a channel's slot moved, subscribing it again");
+    eprintln!(
+        "{} of {ROUNDS} rounds saw the move while still subscribed",
+        moved.len()
+    );
+    assert!(
+        leaked.is_empty(),
+        "left subscribed on Redis ((channel, (from, to), [(port, subscribers)])): {leaked:?}"
+    );
+    assert!(!c.is_closed());
+    server.stop(secs(10.0)).await;
+}

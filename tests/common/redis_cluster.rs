@@ -180,6 +180,18 @@ impl RedisCluster {
     /// Moves `channel`'s slot (holding no keys) to the master on `to`, as a resharding does:
     /// IMPORTING / MIGRATING, then the new owner announced to every live node.
     pub async fn migrate_slot(&self, channel: &str, to: u16) {
+        self.migrate_slot_racing(channel, to, async {}).await;
+    }
+
+    /// [`RedisCluster::migrate_slot`], with `race` run at the same time as the step that makes
+    /// the old owner let the slot go (it then pushes `sunsubscribe` to the channel's
+    /// subscribers). Returns what `race` returned.
+    pub async fn migrate_slot_racing<T>(
+        &self,
+        channel: &str,
+        to: u16,
+        race: impl std::future::Future<Output = T>,
+    ) -> T {
         let from = self.master_of(channel).await;
         let slot = node_query(from, &["CLUSTER", "KEYSLOT", channel])
             .await
@@ -190,7 +202,7 @@ impl RedisCluster {
         setslot(to, slot, "IMPORTING", &from_id).await;
         setslot(from, slot, "MIGRATING", &to_id).await;
         setslot(to, slot, "NODE", &to_id).await;
-        setslot(from, slot, "NODE", &to_id).await;
+        let ((), out) = tokio::join!(setslot(from, slot, "NODE", &to_id), race);
         for port in self.live_ports() {
             if port != from && port != to {
                 setslot(port, slot, "NODE", &to_id).await;
@@ -198,6 +210,27 @@ impl RedisCluster {
         }
         let ports = self.live_ports();
         self.wait_ok(&ports, Duration::from_secs(10)).await;
+        out
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel` on every live master: (port, subscribers) where the
+    /// cluster keeps subscribers for the channel.
+    pub async fn shard_subscribers(&self, channel: &str) -> Vec<(u16, i64)> {
+        let mut n = Vec::new();
+        for port in self.master_ports().await {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let r: Vec<redis::Value> = redis::cmd("PUBSUB")
+                .arg("SHARDNUMSUB")
+                .arg(channel)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if let Some(redis::Value::Int(k)) = r.get(1).filter(|k| **k != redis::Value::Int(0)) {
+                n.push((port, *k));
+            }
+        }
+        n
     }
 
     /// The ports of the masters, as a live node sees them.

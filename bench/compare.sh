@@ -18,6 +18,10 @@
 # QUIET_MAX_WAIT (30 s): the quiet-machine gate before each measurement (0 disables it);
 # WRITE_COALESCE: our ws.write_coalesce (default: the server's default).
 # IDLE_SUBS: subscriptions per client in the idle scenarios (default 1; each a channel of its own).
+# CONNECT_CLIENTS: clients of the connect scenario (default 2000; 500 with --quick).
+# SERVER_CPU_LIMIT: cap every server at this many cores (e.g. 0.5) with a cgroup CPU quota (root,
+# cgroup v1 or v2), so that the server and not the load tool is the bottleneck when the load
+# tool saturates its own core (connect on a 2-core machine; bench/README.md).
 #
 # Each server runs pinned to CPU 0 (taskset -c 0); the load tool and the dedicated redis-server
 # share CPU 1. Every scenario gets a freshly started server. See bench/README.md.
@@ -59,7 +63,7 @@ if [ "$QUICK" = 1 ]; then
   F1_CLIENTS=200;  F1_TOPICS=10;   F1_START=25;  F1_STEP=1.5
   F2_CLIENTS=1000; F2_TOPICS=1000; F2_START=250; F2_STEP=1.5
   BISECT=2
-  CONNECT_CLIENTS=500
+  CONNECT_CLIENTS=${CONNECT_CLIENTS:-500}
   IDLE_CLIENTS=500; IDLE_SUBS=${IDLE_SUBS:-1}
   ECHO_CLIENTS=20; ECHO_DURATION=3
   WB_MESSAGES=1000
@@ -67,7 +71,7 @@ else
   F1_CLIENTS=1000;  F1_TOPICS=10;    F1_START=25;  F1_STEP=3
   F2_CLIENTS=10000; F2_TOPICS=10000; F2_START=500; F2_STEP=3
   BISECT=4
-  CONNECT_CLIENTS=2000
+  CONNECT_CLIENTS=${CONNECT_CLIENTS:-2000}
   IDLE_CLIENTS=2000; IDLE_SUBS=${IDLE_SUBS:-1}
   ECHO_CLIENTS=50; ECHO_DURATION=10
   WB_MESSAGES=1000
@@ -84,11 +88,40 @@ log() { echo "[compare $(date +%H:%M:%S)] $*" >&2; }
 WORK=$(mktemp -d /tmp/socketshark-compare.XXXXXX)
 REDIS_PID=""
 SERVER_PID=""
+CGROUP=""
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
   if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
+  if [ -n "$CGROUP" ]; then sleep 0.2; rmdir "$CGROUP" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
+
+# --- optional CPU cap on the servers ----------------------------------------------------------
+SERVER_CPU_LIMIT=${SERVER_CPU_LIMIT:-}
+if [ -n "$SERVER_CPU_LIMIT" ]; then
+  QUOTA_US=$(python3 -c "print(int(float('$SERVER_CPU_LIMIT') * 100000))")
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then # cgroup v2
+    CGROUP=/sys/fs/cgroup/socketshark-bench-$$
+    echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    mkdir "$CGROUP" && echo "$QUOTA_US 100000" >"$CGROUP/cpu.max" || {
+      echo "compare: SERVER_CPU_LIMIT needs a writable cgroup v2 cpu controller (root)" >&2
+      exit 1
+    }
+  else # cgroup v1
+    CGROUP=/sys/fs/cgroup/cpu/socketshark-bench-$$
+    mkdir "$CGROUP" && echo 100000 >"$CGROUP/cpu.cfs_period_us" &&
+      echo "$QUOTA_US" >"$CGROUP/cpu.cfs_quota_us" || {
+      echo "compare: SERVER_CPU_LIMIT needs a writable cgroup v1 cpu hierarchy (root)" >&2
+      exit 1
+    }
+  fi
+fi
+# `in_cgroup cmd ... &`: cmd runs in the background, in the servers' cgroup when
+# SERVER_CPU_LIMIT is set, and $! is cmd itself (the subshell execs it).
+in_cgroup() {
+  if [ -n "$CGROUP" ]; then echo "$BASHPID" >"$CGROUP/cgroup.procs"; fi
+  exec "$@"
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -237,13 +270,14 @@ start_server() { # kind scenario
     # No configuration: a port, Redis, no channel prefix (as the others).
     echo "socketshark-bare --host 127.0.0.1 --port $WS_PORT --redis-url $REDIS_URL" \
       >"$WORK/bare.cmdline"
-    taskset -c 0 "$BARE_BIN" --host 127.0.0.1 --port "$WS_PORT" --redis-url "$REDIS_URL" \
+    in_cgroup taskset -c 0 "$BARE_BIN" --host 127.0.0.1 --port "$WS_PORT" --redis-url "$REDIS_URL" \
       >"$logf" 2>&1 &
   elif [ "$kind" = ref ]; then
-    PYTHONPATH="$WORK/refconf" taskset -c 0 "$REF_VENV/bin/socketshark" -c bench_ref_settings \
+    in_cgroup env PYTHONPATH="$WORK/refconf" taskset -c 0 "$REF_VENV/bin/socketshark" \
+      -c bench_ref_settings \
       >"$logf" 2>&1 &
   else
-    taskset -c 0 "$RUST_BIN" -c "$WORK/ours.toml" >"$logf" 2>&1 &
+    in_cgroup taskset -c 0 "$RUST_BIN" -c "$WORK/ours.toml" >"$logf" 2>&1 &
   fi
   SERVER_PID=$!
   for _ in $(seq 300); do
@@ -345,6 +379,7 @@ done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------------------------
+export SERVER_CPU_LIMIT
 export WORK OUT QUICK NOTE LOAD_START LOAD_END REF_VERSIONS PY_VERSION ARGS_ORIG
 export F1_CLIENTS F1_TOPICS F2_CLIENTS F2_TOPICS CONNECT_CLIENTS IDLE_CLIENTS IDLE_SUBS
 export ECHO_CLIENTS ECHO_DURATION OURS_VERSION WB_MESSAGES WB_RATE

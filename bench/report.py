@@ -292,6 +292,13 @@ def main():
             if d is not None:
                 raw.append(f"{kind} {f}: {json.dumps(d)}")
     note = E.get("NOTE", "")
+    limit = E.get("SERVER_CPU_LIMIT", "")
+    limit_note = (
+        f"\n- **CPU cap: every server limited to {limit} core** (cgroup CPU quota, "
+        "`SERVER_CPU_LIMIT`), so that the server and not the load tool is the bottleneck."
+        if limit
+        else ""
+    )
     bare_note = ""
     bare_cmds = ""
     if bare_ran(SCENARIOS):
@@ -324,7 +331,7 @@ Bare forwarder (`{read(os.path.join(WORK, "bare.cmdline"))}`):
   (`socketshark-bench`, one tokio worker) and the dedicated redis-server share CPU 1. Every
   scenario runs against a freshly started server. Both servers: `ws.ping` disabled, log level
   WARNING/WARN, services `bench` (no callbacks, no authentication) and `echo` (`on_message` =
-  the load tool's own HTTP service).
+  the load tool's own HTTP service).{limit_note}
 
 {note}
 {bare_note}

@@ -253,7 +253,8 @@ async fn receive(
         }
         let (mut messages_since_yield, mut bytes_since_yield) = (0, 0);
         while let Some(m) = batch.pop_front() {
-            app.hub.dispatch(index, &m.channel, &m.payload, batch.len());
+            app.hub
+                .dispatch(index, &m.channel_str(), &m.payload, batch.len());
             messages_since_yield += 1;
             bytes_since_yield += m.payload.len();
             if messages_since_yield == YIELD_MESSAGES || bytes_since_yield >= YIELD_BYTES {

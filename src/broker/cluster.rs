@@ -180,10 +180,8 @@ fn message(push: PushInfo) -> Option<Incoming> {
         return None;
     };
     let channel = redis::from_redis_value::<Vec<u8>>(channel).ok()?;
-    Some(Incoming {
-        channel: String::from_utf8_lossy(&channel).into_owned(),
-        payload: redis::from_redis_value(payload).ok()?,
-    })
+    let payload = redis::from_redis_value::<Vec<u8>>(payload).ok()?;
+    Some(Incoming::new(channel, payload))
 }
 
 impl ClusterBroker {
@@ -654,7 +652,7 @@ mod tests {
         };
         let m = message(push(PushKind::SMessage, vec!["chat.a", "{\"x\":1}"])).unwrap();
         assert_eq!(
-            (m.channel.as_str(), m.payload.as_slice()),
+            (&*m.channel_str(), &m.payload[..]),
             ("chat.a", &b"{\"x\":1}"[..])
         );
         assert!(ignored(push(PushKind::SSubscribe, vec!["chat.a"])));

@@ -104,10 +104,7 @@ impl Broker for MemoryBroker {
     fn unsubscribe(&self, _channel: &str) {}
 
     fn publish(&self, channel: &str, payload: Vec<u8>) -> BoxFuture<Result<(), String>> {
-        let sent = self.tx.send(Incoming {
-            channel: channel.to_owned(),
-            payload,
-        });
+        let sent = self.tx.send(Incoming::new(channel.to_owned(), payload));
         Box::pin(std::future::ready(
             sent.map_err(|_| "the broker is stopped".to_owned()),
         ))
@@ -144,10 +141,7 @@ impl Broker for MemoryBroker {
         }
         ring.expires = now + ttl;
         // Sent under the lock: offsets reach the receive loop in order.
-        let sent = self.tx.send(Incoming {
-            channel: channel.to_owned(),
-            payload: stamped,
-        });
+        let sent = self.tx.send(Incoming::new(channel.to_owned(), stamped));
         Box::pin(std::future::ready(
             sent.map(|_| position.offset)
                 .map_err(|_| "the broker is stopped".to_owned()),

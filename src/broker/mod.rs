@@ -11,6 +11,7 @@ pub mod nats;
 pub mod redis;
 pub mod subscriber;
 
+use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -35,10 +36,26 @@ pub fn unix_now() -> f64 {
 }
 
 /// A message as received from a broker: the channel (prefix included) and the raw payload.
+/// Both may be slices of one buffer shared by many messages (the Redis subscriber connection's
+/// read), so that a message costs no allocation of its own.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    pub channel: String,
-    pub payload: Vec<u8>,
+    pub channel: Bytes,
+    pub payload: Bytes,
+}
+
+impl Incoming {
+    pub fn new(channel: impl Into<Bytes>, payload: impl Into<Bytes>) -> Incoming {
+        Incoming {
+            channel: channel.into(),
+            payload: payload.into(),
+        }
+    }
+
+    /// The channel's name (invalid UTF-8 replaced: no such channel is ever subscribed).
+    pub fn channel_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.channel)
+    }
 }
 
 /// A channel's history position, and the messages after a given offset (issue 14).

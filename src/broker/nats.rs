@@ -247,7 +247,7 @@ impl Broker for NatsBroker {
             .unwrap()
             .insert(subject.clone(), (generation, None));
         let (client, tx, subs) = (self.client.clone(), self.tx.clone(), self.subs.clone());
-        let channel = channel.to_owned();
+        let channel = bytes::Bytes::from(channel.to_owned());
         Box::pin(async move {
             let mut subscriber = client
                 .subscribe(subject.clone())
@@ -259,10 +259,7 @@ impl Broker for NatsBroker {
                         // A history's epoch marker, republished by its stream.
                         continue;
                     }
-                    let _ = tx.send(Incoming {
-                        channel: channel.clone(),
-                        payload: m.payload.to_vec(),
-                    });
+                    let _ = tx.send(Incoming::new(channel.clone(), m.payload));
                 }
             });
             {

@@ -17,6 +17,7 @@
 //! the stream closes the connection.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -307,19 +308,41 @@ fn take_frames(
     pending: &mut VecDeque<Pending>,
     batch: &mut Vec<Incoming>,
 ) -> Result<(), String> {
+    // The messages' channels and payloads, as ranges of `buf`: once every complete frame is
+    // read, that part of the buffer is frozen and each message gets slices of it (a reference
+    // count, not an allocation and a copy per message).
+    let mut messages: Vec<(Range<usize>, Range<usize>)> = Vec::new();
     let mut at = 0;
+    let base = buf.as_ptr() as usize;
     while let Some((frame, next)) = parse(&buf[at..])? {
         at += next;
-        answer(frame, pending, batch)?;
+        answer(frame, pending, &mut |channel: &[u8], payload: &[u8]| {
+            let range = |b: &[u8]| {
+                let start = b.as_ptr() as usize - base;
+                start..start + b.len()
+            };
+            messages.push((range(channel), range(payload)));
+        })?;
     }
-    buf.advance(at);
+    if messages.is_empty() {
+        buf.advance(at);
+    } else {
+        let read = buf.split_to(at).freeze();
+        batch.extend(
+            messages
+                .into_iter()
+                .map(|(c, p)| Incoming::new(read.slice(c), read.slice(p))),
+        );
+    }
     Ok(())
 }
 
+/// Handles one frame: a message goes to `message(channel, payload)`, a reply to the request
+/// that expects it.
 fn answer(
     frame: Frame<'_>,
     pending: &mut VecDeque<Pending>,
-    batch: &mut Vec<Incoming>,
+    message: &mut impl FnMut(&[u8], &[u8]),
 ) -> Result<(), String> {
     let unexpected = |what: &str| format!("unexpected reply from redis: {what}");
     match frame {
@@ -329,10 +352,7 @@ fn answer(
                 Item::Bulk(Some(channel)),
                 Item::Bulk(Some(payload)),
             ] => {
-                batch.push(Incoming {
-                    channel: String::from_utf8_lossy(channel).into_owned(),
-                    payload: payload.to_vec(),
-                });
+                message(channel, payload);
                 Ok(())
             }
             [Item::Bulk(Some(b"subscribe")), _, _] => match pending.front_mut() {
@@ -550,10 +570,10 @@ mod tests {
         assert_eq!(left, 0);
         assert_eq!(batch.len(), 2);
         assert_eq!(
-            (batch[0].channel.as_str(), &batch[0].payload[..]),
+            (&*batch[0].channel_str(), &batch[0].payload[..]),
             ("chan", &b"hello"[..])
         );
-        assert_eq!(batch[1].payload, b"");
+        assert_eq!(batch[1].payload, &b""[..]);
         // Every cut inside a frame waits for the rest; nothing is taken twice.
         for cut in 0..wire.len() {
             let mut buf = BytesMut::from(&wire[..cut]);
@@ -566,7 +586,7 @@ mod tests {
         }
         // A payload holding CRLF is taken by its length.
         let (batch, _, _) = frames(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$4\r\n\r\n\r\n\r\n");
-        assert_eq!(batch[0].payload, b"\r\n\r\n");
+        assert_eq!(batch[0].payload, &b"\r\n\r\n"[..]);
     }
 
     #[test]

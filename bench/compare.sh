@@ -18,7 +18,7 @@
 # QUIET_MAX_WAIT (30 s): the quiet-machine gate before each measurement (0 disables it);
 # WRITE_COALESCE: our ws.write_coalesce (default: the server's default).
 # IDLE_SUBS: subscriptions per client in the idle scenarios (default 1; each a channel of its own).
-# CONNECT_CLIENTS: clients of the connect scenario (default 2000; 500 with --quick).
+# CONNECT_CLIENTS: clients of the connect scenario (default 5000, as in issue 12; 500 with --quick).
 # SERVER_CPU_LIMIT: cap every server at this many cores (e.g. 0.5) with a cgroup CPU quota (root,
 # cgroup v1 or v2), so that the server and not the load tool is the bottleneck when the load
 # tool saturates its own core (connect on a 2-core machine; bench/README.md).
@@ -71,7 +71,7 @@ else
   F1_CLIENTS=1000;  F1_TOPICS=10;    F1_START=25;  F1_STEP=3
   F2_CLIENTS=10000; F2_TOPICS=10000; F2_START=500; F2_STEP=3
   BISECT=4
-  CONNECT_CLIENTS=${CONNECT_CLIENTS:-2000}
+  CONNECT_CLIENTS=${CONNECT_CLIENTS:-5000}
   IDLE_CLIENTS=2000; IDLE_SUBS=${IDLE_SUBS:-1}
   ECHO_CLIENTS=50; ECHO_DURATION=10
   WB_MESSAGES=1000

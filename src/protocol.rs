@@ -164,9 +164,64 @@ pub fn capture_extra_fields(cmd: &Map<String, Value>, names: &[String]) -> Map<S
     out
 }
 
+/// `v` as compact JSON text: the bytes of `Value::to_string`, without the `fmt` machinery
+/// (measured: 2 % of the server's CPU in the echo bench went to `Display`).
+pub fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).expect("a Value serialises")
+}
+
+/// The keys a reply sets itself.
+const REPLY_KEYS: [&str; 5] = ["event", "status", "error", "data", "subscription"];
+
 /// Builds a reply (R-RPL-1..3): `event`, `status`, [`error`], then the extra fields, then
-/// [`data`], then [`subscription`]; later keys overwrite earlier ones.
+/// [`data`], then [`subscription`]; later keys overwrite earlier ones (in the first one's
+/// place, as a Python dict does). Written straight to text unless an extra field overwrites
+/// one of the reply's own keys (then through a map, for that precedence).
 pub fn reply(
+    event: &str,
+    error: Option<&Value>,
+    extra: Option<&Map<String, Value>>,
+    data: Option<&Value>,
+    subscription: Option<&str>,
+) -> String {
+    if extra.is_some_and(|x| x.keys().any(|k| REPLY_KEYS.contains(&k.as_str()))) {
+        return reply_through_map(event, error, extra, data, subscription);
+    }
+    let mut out = Vec::with_capacity(64 + data.map_or(0, |_| 32));
+    out.extend_from_slice(b"{\"event\":");
+    put_json(&mut out, event);
+    match error {
+        None => out.extend_from_slice(b",\"status\":\"ok\""),
+        Some(e) => {
+            out.extend_from_slice(b",\"status\":\"error\",\"error\":");
+            put_json(&mut out, e);
+        }
+    }
+    for (k, v) in extra.into_iter().flatten() {
+        out.push(b',');
+        put_json(&mut out, k);
+        out.push(b':');
+        put_json(&mut out, v);
+    }
+    if let Some(d) = data {
+        out.extend_from_slice(b",\"data\":");
+        put_json(&mut out, d);
+    }
+    if let Some(s) = subscription {
+        out.extend_from_slice(b",\"subscription\":");
+        put_json(&mut out, s);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Appends `v` as compact JSON (a string escaped as serde_json escapes it).
+fn put_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("serialising into a Vec does not fail");
+}
+
+/// [`reply`] through a map: an extra field may overwrite one of the reply's own keys.
+fn reply_through_map(
     event: &str,
     error: Option<&Value>,
     extra: Option<&Map<String, Value>>,
@@ -195,7 +250,7 @@ pub fn reply(
     if let Some(s) = subscription {
         m.insert("subscription".into(), Value::String(s.into()));
     }
-    Value::Object(m).to_string()
+    json_text(&Value::Object(m))
 }
 
 /// `{"status": "error", "error": "Messages must be JSON and contain an event field."}` (R-FRM-2/3).
@@ -203,7 +258,7 @@ pub fn invalid_message_reply() -> String {
     let mut m = Map::new();
     m.insert("status".into(), Value::String("error".into()));
     m.insert("error".into(), Value::String(ERR_INVALID_MESSAGE.into()));
-    Value::Object(m).to_string()
+    json_text(&Value::Object(m))
 }
 
 /// `{"event": <name>, "status": "error", "error": "Event not found."}` (R-FRM-4).
@@ -226,7 +281,7 @@ pub fn pong_reply(cmd: &Map<String, Value>) -> String {
     let mut m = Map::new();
     m.insert("event".into(), Value::String("pong".into()));
     m.insert("data".into(), data);
-    Value::Object(m).to_string()
+    json_text(&Value::Object(m))
 }
 
 /// The text of an error from a service result (R-RESP-2): its `error` value verbatim if the key
@@ -252,6 +307,40 @@ pub fn is_ok(result: &Map<String, Value>) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The text written straight is the map's, byte for byte, whatever the parts.
+    #[test]
+    fn reply_text_matches_the_map() {
+        let extras = [
+            None,
+            Some(json!({})),
+            Some(json!({"k": 1, "é\u{1F600}": [1, 2.5, null], "q\"\\\n": {"a": "\u{7f}\u{1}"}})),
+            // Overwrites one of the reply's own keys: the map's precedence.
+            Some(json!({"status": "x", "z": 1})),
+            Some(json!({"data": 1, "subscription": 2})),
+        ];
+        let values = [
+            None,
+            Some(json!("text \"quoted\" \u{2028}")),
+            Some(json!({"nested": [1, {"x": false}]})),
+            Some(json!(1e300)),
+        ];
+        for event in ["subscribe", "é\"\\", ""] {
+            for extra in &extras {
+                let extra = extra.as_ref().map(|v| v.as_object().unwrap());
+                for error in &values {
+                    for data in &values {
+                        for sub in [None, Some("svc.t\u{0}\u{e9}")] {
+                            let want =
+                                reply_through_map(event, error.as_ref(), extra, data.as_ref(), sub);
+                            let got = reply(event, error.as_ref(), extra, data.as_ref(), sub);
+                            assert_eq!(got, want);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn parse(s: &str) -> Value {
         serde_json::from_str(s).unwrap()

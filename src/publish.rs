@@ -144,7 +144,10 @@ impl Published {
         };
         // The same bytes as `Value::to_string`, without the `fmt` machinery and its regrowing
         // string (measured: 2.6 % of the server's CPU in the 1:1 fan-out).
-        let data = fields.get("data").map(compact).unwrap_or_default();
+        let data = fields
+            .get("data")
+            .map(crate::protocol::json_text)
+            .unwrap_or_default();
         let position = Position::of(&fields);
         Ok(Published {
             subscription,
@@ -155,11 +158,6 @@ impl Published {
             position,
         })
     }
-}
-
-/// `v` serialised compactly, the bytes of `Value::to_string`.
-fn compact(v: &Value) -> String {
-    serde_json::to_string(v).expect("a Value serialises")
 }
 
 /// Keys a client frame sets itself; an extra field with one of these names forces the slow,

@@ -133,7 +133,7 @@ impl ServiceClient {
 
     /// POSTs `body` to `url` with retries (R-HTTP-4..8).
     pub async fn call(&self, call: Call<'_>, url: &CallbackUrl, body: &Value) -> Outcome {
-        let payload = body.to_string();
+        let payload = crate::protocol::json_text(body);
         let started = Instant::now();
         let mut wait = self.wait;
         for attempt in 0..self.tries {

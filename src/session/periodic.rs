@@ -206,7 +206,7 @@ impl Session {
         for (k, v) in &removed.extra.map {
             m.insert(k.clone(), v.clone());
         }
-        self.push(Value::Object(m).to_string().into());
+        self.push(crate::protocol::json_text(&Value::Object(m)).into());
     }
 
     pub(super) fn instance_snapshot(

@@ -142,8 +142,6 @@ impl Published {
             }
             Some(_) => return Err(Rejected::Dropped("published_at is not a string")),
         };
-        // The same bytes as `Value::to_string`, without the `fmt` machinery and its regrowing
-        // string (measured: 2.6 % of the server's CPU in the 1:1 fan-out).
         let data = fields
             .get("data")
             .map(crate::protocol::json_text)

@@ -330,7 +330,9 @@ impl ClusterBroker {
                         }
                         return;
                     }
-                    moving.insert(channel.clone(), false);
+                    if let Some(again) = moving.get_mut(&channel) {
+                        *again = false;
+                    }
                 }
                 tried = true;
                 match self.ssubscribe(&channel).await {

@@ -308,6 +308,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// R-RPL-1..3: the key order and compact form on the wire, pinned.
+    #[test]
+    fn reply_bytes() {
+        let extra = json!({"extra": {"b": 1, "a": [1.5, "é"]}});
+        assert_eq!(
+            reply("subscribe", None, extra.as_object(), None, Some("s.t")),
+            r#"{"event":"subscribe","status":"ok","extra":{"b":1,"a":[1.5,"é"]},"subscription":"s.t"}"#
+        );
+        assert_eq!(
+            reply(
+                "message",
+                Some(&json!("Nope.")),
+                None,
+                Some(&json!({"x": null})),
+                None
+            ),
+            r#"{"event":"message","status":"error","error":"Nope.","data":{"x":null}}"#
+        );
+        // An extra field named like one of the reply's keys overwrites it in its place.
+        let extra = json!({"z": 0, "status": "custom"});
+        assert_eq!(
+            reply("auth", None, extra.as_object(), None, None),
+            r#"{"event":"auth","status":"custom","z":0}"#
+        );
+    }
+
     /// The text written straight is the map's, byte for byte, whatever the parts.
     #[test]
     fn reply_text_matches_the_map() {
